@@ -1,0 +1,31 @@
+import Foundation
+
+/// Test fixtures: a tiny Core ML decoder stand-in (Tests/make_fixtures.py) and a sample results file.
+enum Fixtures {
+    static var directory: URL {
+        #if SWIFT_PACKAGE
+        let bundle = Bundle.module
+        #else
+        let bundle = Bundle(for: BundleToken.self)
+        #endif
+        if let url = bundle.url(forResource: "Fixtures", withExtension: nil) {
+            return url
+        }
+        return bundle.bundleURL.appendingPathComponent("Fixtures")
+    }
+
+    /// latents [2, 16, 2, 2] -> frames [5, 3, 16, 16], family wan, fp16 I/O.
+    static var tinyModel: URL { directory.appendingPathComponent("tiny.mlpackage") }
+    static var tinyManifest: URL { directory.appendingPathComponent("tiny.manifest.json") }
+    /// What the app writes for one run with two compute-units settings (also validated by the Python tests).
+    static var sampleResults: URL { directory.appendingPathComponent("sample-results.json") }
+
+    /// A fresh temporary directory, removed by the caller.
+    static func temporaryDirectory() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("turbovaed-tests-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+}
+
+private final class BundleToken {}

@@ -1,0 +1,59 @@
+"""Shared fixtures: quiet third-party logs, a CLI runner, small teachers/students."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from turbo_vaed.cli.app import quiet_third_party
+
+quiet_third_party()
+torch.set_num_threads(2)
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``turbovaed`` in-process: ``cli("info", "--family", "wan")`` -> CliResult."""
+    from turbo_vaed.cli import run
+
+    def _run(*argv: str) -> CliResult:
+        capsys.readouterr()
+        code = run([str(a) for a in argv])
+        cap = capsys.readouterr()
+        return CliResult(code, cap.out, cap.err)
+
+    return _run
+
+
+def small_teacher(family: str):
+    from turbo_vaed.teachers import load_teacher
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        return load_teacher(family, None, small=True)
+
+
+def small_student(family: str, width: float = 0.125):
+    from turbo_vaed.config import load_student_config
+    from turbo_vaed.student import TurboVAEDDecoder
+
+    torch.manual_seed(0)
+    return TurboVAEDDecoder(load_student_config(family).scaled(width, 1)).eval()
+
+
+def latents_for(family: str, t: int = 3, h: int = 2, w: int = 3, seed: int = 0) -> torch.Tensor:
+    from turbo_vaed.families import get_family
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, get_family(family).latent_channels, t, h, w, generator=g)

@@ -1,0 +1,630 @@
+"""android_bench (Kotlin app) and ``turbovaed bench --device android`` (adb driver).
+
+No Android SDK or device here: the Kotlin/Gradle sources are checked by parsing (tree-sitter-kotlin) and by
+cross-checking names with the Python driver and the results schema; the driver runs against the real adb
+with no device attached, and end to end against a fake adb that plays a device.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from turbo_vaed.bench import android
+from turbo_vaed.bench.options import BenchOptions
+from turbo_vaed.bench.schema import load_results, schema, validate_results
+from turbo_vaed.bench.stats import fps, latency_summary
+from turbo_vaed.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "android_bench"
+APP = BENCH / "app"
+SRC = APP / "src" / "main" / "java" / "dev" / "turbovaed" / "bench"
+ANDROID_NS = "{http://schemas.android.com/apk/res/android}"
+
+# ResultsJson.kt function -> the schema object it writes (path inside bench-1.schema.json)
+JSON_FUNCTIONS = {
+    "resultsDoc": (),
+    "toolJson": ("properties", "tool"),
+    "resultJson": ("$defs", "result"),
+    "deviceJson": ("$defs", "result", "properties", "device"),
+    "runtimeJson": ("$defs", "result", "properties", "runtime"),
+    "modelJson": ("$defs", "result", "properties", "model"),
+    "settingsJson": ("$defs", "result", "properties", "settings"),
+    "coldStartJson": ("$defs", "result", "properties", "cold_start"),
+    "latencyJson": ("$defs", "result", "properties", "latency_ms"),
+    "thermalJson": ("$defs", "result", "properties", "thermal"),
+}
+# optional schema fields the app does not write (a phone run has no teacher comparison)
+NOT_WRITTEN = {"resultsDoc": {"comparisons"}}
+
+
+# ---------------------------------------------------------------- Kotlin source helpers
+
+
+def _parser():
+    tree_sitter = pytest.importorskip("tree_sitter")
+    tree_sitter_kotlin = pytest.importorskip("tree_sitter_kotlin")
+    return tree_sitter.Parser(tree_sitter.Language(tree_sitter_kotlin.language()))
+
+
+def _walk(node):
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        stack.extend(reversed(n.children))
+
+
+def _string_value(node) -> str | None:
+    """The text of a plain string literal node (no templates), else None."""
+    if node.type != "string_literal":
+        return None
+    parts = [c for c in node.children if c.type not in ('"', '"""')]
+    if any(c.type != "string_content" for c in parts):
+        return None
+    return "".join(c.text.decode() for c in parts)
+
+
+def _put_keys_by_function(path: Path) -> dict[str, list[str]]:
+    """Function name -> string keys of the ``.put(key, value)`` calls in its body."""
+    tree = _parser().parse(path.read_bytes())
+    found: dict[str, list[str]] = {}
+    for fn in _walk(tree.root_node):
+        if fn.type != "function_declaration":
+            continue
+        name = next(c.text.decode() for c in fn.children if c.type == "identifier")
+        keys = []
+        for n in _walk(fn):
+            if n.type != "call_expression" or n.children[0].type != "navigation_expression":
+                continue
+            callee = n.children[0].children[-1]
+            args = next((c for c in n.children if c.type == "value_arguments"), None)
+            if callee.text != b"put" or args is None:
+                continue
+            values = [c for c in args.children if c.type == "value_argument"]
+            if len(values) != 2:
+                continue  # JSONArray.put(value), not JSONObject.put(key, value)
+            key = _string_value(values[0].children[0])
+            assert key is not None, f"{path.name}:{n.start_point[0] + 1}: put() key is not a plain string literal"
+            keys.append((values[0].start_byte, key))
+        if keys:
+            found[name] = [k for _, k in sorted(keys)]  # source order (chained calls nest last-first)
+    return found
+
+
+def _kotlin_consts(path: Path) -> dict[str, str]:
+    return dict(re.findall(r'const val (\w+)\s*=\s*"([^"]*)"', path.read_text()))
+
+
+def _schema_at(path: tuple[str, ...]) -> dict:
+    node = schema()
+    for p in path:
+        node = node[p]
+    return node
+
+
+# ---------------------------------------------------------------- the Kotlin app and its Gradle build
+
+
+def test_kotlin_and_gradle_sources_parse_without_errors():
+    files = sorted([*BENCH.rglob("*.kt"), *BENCH.rglob("*.kts")])
+    names = {f.name for f in files}
+    assert {"BenchActivity.kt", "ResultsJson.kt", "settings.gradle.kts", "build.gradle.kts"} <= names, names
+    parser = _parser()
+    for f in files:
+        tree = parser.parse(f.read_bytes())
+        bad = [(n.type, n.start_point[0] + 1) for n in _walk(tree.root_node) if n.type == "ERROR" or n.is_missing]
+        assert not bad and not tree.root_node.has_error, f"{f.relative_to(ROOT)}: parse errors at {bad[:5]}"
+
+
+def test_kotlin_parser_reports_broken_code():
+    """The parse check above can fail: a truncated file has ERROR/MISSING nodes."""
+    text = (SRC / "ResultsJson.kt").read_bytes()
+    tree = _parser().parse(text[: len(text) // 2])
+    assert tree.root_node.has_error
+
+
+def test_gradle_build_names_app_id_dependencies_and_versions():
+    app_gradle = (APP / "build.gradle.kts").read_text()
+    assert re.search(r'applicationId\s*=\s*"([^"]+)"', app_gradle).group(1) == android.APP_ID
+    assert re.search(r'namespace\s*=\s*"([^"]+)"', app_gradle).group(1) == android.APP_ID
+    assert 'implementation("org.pytorch:executorch-android:$executorchVersion")' in app_gradle
+    assert 'implementation("com.microsoft.onnxruntime:onnxruntime-android:$onnxruntimeVersion")' in app_gradle
+    min_sdk = int(re.search(r"minSdk\s*=\s*(\d+)", app_gradle).group(1))
+    assert min_sdk >= 24, "ExecuTorch's AAR needs API 23+, ONNX Runtime's up to 24"
+    props = dict(line.split("=", 1) for line in (BENCH / "gradle.properties").read_text().splitlines()
+                 if "=" in line and not line.lstrip().startswith("#"))
+    for key in ("executorchVersion", "onnxruntimeVersion"):
+        assert re.fullmatch(r"\d+\.\d+\.\d+", props[key]), f"{key}={props[key]!r} is not a release version"
+    # the .pte format must match: the AAR version equals the executorch package that exports
+    exporter = importlib.metadata.version("executorch").split("+")[0]
+    assert props["executorchVersion"] == exporter, "bump executorchVersion in android_bench/gradle.properties"
+    settings = (BENCH / "settings.gradle.kts").read_text()
+    assert 'include(":app")' in settings and "mavenCentral()" in settings and "google()" in settings
+    root = (BENCH / "build.gradle.kts").read_text()
+    assert 'id("com.android.application") version' in root and 'id("org.jetbrains.kotlin.android") version' in root
+
+
+def test_manifest_declares_the_activity_the_driver_launches():
+    pkg, cls = android.ACTIVITY.split("/")
+    assert pkg == android.APP_ID
+    root = ET.parse(APP / "src" / "main" / "AndroidManifest.xml").getroot()
+    activities = root.findall("./application/activity")
+    declared = {a.get(ANDROID_NS + "name"): a for a in activities}
+    assert cls in declared, f"{cls} not in AndroidManifest.xml activities {list(declared)}"
+    assert declared[cls].get(ANDROID_NS + "exported") == "true", "am start from adb needs exported=true"
+    source = (SRC / "BenchActivity.kt").read_text()
+    assert "package dev.turbovaed.bench" in source and f"class {cls.lstrip('.')} : Activity()" in source
+
+
+def test_driver_and_app_agree_on_extras_files_and_markers():
+    extras = _kotlin_consts(SRC / "BenchConfig.kt")
+    cmd = android.start_cmd("adb", "S", model="/m.pte", runtime="executorch", iters=3, warmup=1, output="o.json",
+                            threads=2, latents="/l.f32", manifest="/m.manifest.json", ep="cpu")
+    sent = [cmd[i + 1] for i, tok in enumerate(cmd) if tok in ("--es", "--ei")]
+    unread = set(sent) - set(extras.values())
+    assert not unread, f"driver sends extras the app does not read: {unread}"
+    activity = (SRC / "BenchActivity.kt").read_text()
+    consts = _kotlin_consts(SRC / "BenchActivity.kt")
+    assert consts["TAG"] == android.LOG_TAG and consts["DONE_MARKER"] == android.DONE_MARKER
+    assert consts["ERROR_SUFFIX"] == android.ERROR_SUFFIX
+    assert "getExternalFilesDir(null)" in activity
+    assert android.RESULTS_DIR.endswith(f"/Android/data/{android.APP_ID}/files")
+    assert "writeAtomically" in activity and "renameTo" in (SRC / "ResultsJson.kt").read_text()
+
+
+# ---------------------------------------------------------------- JSON keys written by the app vs the schema
+
+
+def _kotlin_json_keys() -> dict[str, list[str]]:
+    return _put_keys_by_function(SRC / "ResultsJson.kt")
+
+
+def test_kotlin_json_keys_match_the_schema():
+    found = _kotlin_json_keys()
+    assert set(found) == set(JSON_FUNCTIONS), f"ResultsJson.kt JSON functions changed: {sorted(found)}"
+    for fn, path in JSON_FUNCTIONS.items():
+        obj = _schema_at(path)
+        props, required = set(obj["properties"]), set(obj.get("required", ()))
+        keys = found[fn]
+        assert len(keys) == len(set(keys)), f"{fn} writes a key twice: {keys}"
+        assert set(keys) <= props, f"{fn} writes keys the schema lacks: {set(keys) - props}"
+        assert required <= set(keys), f"{fn} misses required keys {required - set(keys)}"
+        assert set(keys) == props - NOT_WRITTEN.get(fn, set()), f"{fn} leaves out {props - set(keys)}"
+
+
+def test_kotlin_constants_are_schema_values():
+    consts = _kotlin_consts(SRC / "ResultsJson.kt")
+    s = schema()
+    assert consts["SCHEMA"] == s["properties"]["schema"]["const"]
+    assert consts["TOOL_NAME"] in s["properties"]["tool"]["properties"]["name"]["enum"]
+    result = s["$defs"]["result"]["properties"]
+    kinds = result["device"]["properties"]["kind"]["enum"]
+    device_src = (SRC / "DeviceInfo.kt").read_text()
+    for kind in re.findall(r'"(android(?:-emulator)?)"', device_src):
+        assert kind in kinds
+    runtime_names = result["runtime"]["properties"]["name"]["enum"]
+    for name in re.findall(r'override val runtimeName = "(\w+)"', (SRC / "Runners.kt").read_text()):
+        assert name in runtime_names
+
+
+def _sample_doc() -> dict:
+    """A document shaped like ResultsJson.resultsDoc writes it (keys checked against the Kotlin source)."""
+    samples = [101.5, 99.0, 100.25, 98.5, 103.0]
+    srt = sorted(samples)
+    return {
+        "schema": "turbovaed.bench/1",
+        "created": "2026-11-23T10:00:00Z",
+        "tool": {"name": "android_bench", "version": "0.1.0"},
+        "results": [{
+            "label": "student/executorch",
+            "device": {"kind": "android", "model": "Pixel 8", "os": "Android", "os_version": "15",
+                       "cpu": "arm64-v8a", "soc": "Google Tensor G3", "cpu_count": 9, "memory_bytes": 7_900_000_000},
+            "runtime": {"name": "executorch", "version": "1.5.1", "compute_units": None, "delegate": "xnnpack",
+                        "threads": 4, "precision": "fp32"},
+            "model": {"family": "wan", "decoder": "student", "artifact": "wan-256p.pte", "artifact_sha256": "ab" * 32,
+                      "artifact_bytes": 12_345_678, "preset": "256p", "width": 256, "height": 256,
+                      "latent_shape": [1, 16, 3, 32, 32], "output_frames": 9},
+            "settings": {"warmup": 2, "iterations": 5},
+            "cold_start": {"load_ms": 85.25, "first_run_ms": 160.5},
+            "latency_ms": {"min": srt[0], "p50": srt[2], "p90": 102.4, "max": srt[-1],
+                           "mean": sum(samples) / len(samples), "samples": samples},
+            "fps": 9 / (srt[2] / 1000.0),
+            "peak_memory_bytes": 412_000_000,
+            "thermal": {"before": "none", "after": "light"},
+            "compute_plan": None,
+            "notes": "peak_memory_bytes is the process peak RSS (VmHWM); random N(0,1) latents, seed 0; API 35",
+        }],
+    }
+
+
+def test_sample_app_json_validates_and_parses(tmp_path):
+    doc = _sample_doc()
+    keys = _kotlin_json_keys()
+    r = doc["results"][0]
+    assert list(doc) == keys["resultsDoc"] and list(doc["tool"]) == keys["toolJson"]
+    assert list(r) == keys["resultJson"]
+    for block, fn in (("device", "deviceJson"), ("runtime", "runtimeJson"), ("model", "modelJson"),
+                      ("settings", "settingsJson"), ("cold_start", "coldStartJson"), ("latency_ms", "latencyJson"),
+                      ("thermal", "thermalJson")):
+        assert list(r[block]) == keys[fn], block
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(doc, indent=2))
+    loaded = load_results(path)
+    lat = loaded["results"][0]["latency_ms"]
+    # Stats.kt interpolates percentiles like turbo_vaed.bench.stats (numpy)
+    expected = latency_summary(lat["samples"])
+    for k in ("min", "p50", "p90", "max", "mean"):
+        assert lat[k] == pytest.approx(expected[k]), k
+    assert loaded["results"][0]["fps"] == pytest.approx(fps(9, lat["p50"]))
+    from rich.console import Console
+
+    from turbo_vaed.bench.report import print_results
+
+    buf = io.StringIO()
+    print_results(loaded, "android", Console(file=buf, width=250))
+    assert "student/executorch" in buf.getvalue() and "android (Pixel 8)" in buf.getvalue()
+
+
+def test_schema_rejects_what_org_json_would_break():
+    """Kotlin null dropped by org.json (missing key) or a 4-D latent shape must not validate."""
+    doc = _sample_doc()
+    bad = copy.deepcopy(doc)
+    del bad["results"][0]["device"]["os_version"]
+    with pytest.raises(UserError, match="os_version"):
+        validate_results(bad)
+    bad = copy.deepcopy(doc)
+    bad["results"][0]["model"]["latent_shape"] = [3, 16, 32, 32]
+    with pytest.raises(UserError, match="latent_shape"):
+        validate_results(bad)
+
+
+# ---------------------------------------------------------------- adb command lines
+
+
+def test_adb_command_lines():
+    adb, s = "/usr/bin/adb", "emulator-5554"
+    assert android.devices_cmd(adb) == [adb, "devices", "-l"]
+    assert android.mkdir_cmd(adb, s) == [adb, "-s", s, "shell", "mkdir", "-p", "/data/local/tmp/turbovaed"]
+    assert android.push_cmd(adb, s, Path("/w/out/wan 256p.pte"), "/data/local/tmp/turbovaed/wan 256p.pte") == [
+        adb, "-s", s, "push", "/w/out/wan 256p.pte", "/data/local/tmp/turbovaed/wan 256p.pte"]
+    assert android.install_cmd(adb, s, Path("/b/app-release.apk")) == [
+        adb, "-s", s, "install", "-r", "-t", "/b/app-release.apk"]
+    assert android.pull_cmd(adb, s, "/sdcard/Android/data/dev.turbovaed.bench/files/r.json", Path("/tmp/r.json")) == [
+        adb, "-s", s, "pull", "/sdcard/Android/data/dev.turbovaed.bench/files/r.json", "/tmp/r.json"]
+    assert android.force_stop_cmd(adb, s) == [adb, "-s", s, "shell", "am", "force-stop", "dev.turbovaed.bench"]
+    assert android.rm_cmd(adb, s, "/a b") == [adb, "-s", s, "shell", "rm", "-f", "'/a b'"]
+    assert android.chmod_cmd(adb, s, "/x", "/y") == [adb, "-s", s, "shell", "chmod", "644", "/x", "/y"]
+
+
+def test_start_command_line():
+    adb, s = "adb", "R5CT1234"
+    cmd = android.start_cmd(adb, s, model="/data/local/tmp/turbovaed/wan.pte", runtime="executorch",
+                            iters=5, warmup=1, threads=4, output="r.json")
+    assert cmd == [adb, "-s", s, "shell", "am", "start", "-S", "-n", "dev.turbovaed.bench/.BenchActivity",
+                   "--es", "model", "/data/local/tmp/turbovaed/wan.pte", "--es", "runtime", "executorch",
+                   "--ei", "iters", "5", "--ei", "warmup", "1", "--ei", "threads", "4", "--es", "output", "r.json"]
+    # no --threads: the app's default (runtime picks); a path with a space survives the remote shell
+    cmd = android.start_cmd(adb, s, model="/data/local/tmp/turbovaed/my model.onnx", runtime="onnxruntime",
+                            iters=2, warmup=0, output="r.json", latents="/data/local/tmp/turbovaed/z.f32")
+    assert "threads" not in cmd
+    assert cmd[cmd.index("model") + 1] == "'/data/local/tmp/turbovaed/my model.onnx'"
+    assert cmd[-2:] == ["latents", "/data/local/tmp/turbovaed/z.f32"]
+
+
+def test_poll_and_remote_names():
+    names = android.remote_names(Path("/w/out/wan.256p.ort"))
+    assert names == {"model": "/data/local/tmp/turbovaed/wan.256p.ort",
+                     "manifest": "/data/local/tmp/turbovaed/wan.256p.manifest.json",
+                     "latents": "/data/local/tmp/turbovaed/wan.256p.latents.f32"}
+    cmd = android.poll_cmd("adb", "S", "/sdcard/x/r.json")
+    assert cmd[:4] == ["adb", "-s", "S", "shell"] and len(cmd) == 5
+    assert "[ -f /sdcard/x/r.json ]" in cmd[4] and "[ -f /sdcard/x/r.json.error ]" in cmd[4]
+    assert "pidof dev.turbovaed.bench" in cmd[4]
+    name = android.result_name(Path("/w/.odd name.pte"), "executorch", 17)
+    assert name == "turbovaed-odd_name-executorch-17.json"
+
+
+def test_gradle_command_and_apk_path(tmp_path):
+    assert android.gradle_cmd(tmp_path, "/opt/gradle") == ["/opt/gradle", "-p", str(tmp_path), ":app:assembleRelease",
+                                                           "--console=plain"]
+    assert android.gradle_cmd(tmp_path, "g", "debug")[3] == ":app:assembleDebug"
+    assert android.apk_path(tmp_path) == tmp_path / "app/build/outputs/apk/release/app-release.apk"
+
+
+# ---------------------------------------------------------------- adb devices parsing and device choice
+
+DEVICES_OUT = """List of devices attached
+emulator-5554          device product:sdk_gphone64_x86_64 model:sdk_gphone64_x86_64 device:emu64xa transport_id:1
+R5CT1234               unauthorized usb:1-1 transport_id:2
+0123ABCD               no permissions (missing udev rules? user is in the plugdev group); see [http://developer.android.com/tools/device.html] usb:1-2 transport_id:3
+192.168.1.5:5555       offline transport_id:4
+"""  # noqa: E501
+
+
+def test_parse_devices():
+    devs = android.parse_devices(DEVICES_OUT)
+    assert [d.serial for d in devs] == ["emulator-5554", "R5CT1234", "0123ABCD", "192.168.1.5:5555"]
+    assert [d.state.split()[0] for d in devs] == ["device", "unauthorized", "no", "offline"]
+    assert devs[0].details["model"] == "sdk_gphone64_x86_64" and devs[2].details["usb"] == "1-2"
+    assert devs[2].state.startswith("no permissions")
+    assert android.parse_devices("List of devices attached\n\n") == []
+
+
+def test_pick_device():
+    devs = android.parse_devices(DEVICES_OUT)
+    assert android.pick_device(devs, None).serial == "emulator-5554"
+    assert android.pick_device(devs, "emulator-5554").serial == "emulator-5554"
+    with pytest.raises(UserError, match="R5CT1234 is unauthorized: unlock the phone"):
+        android.pick_device(devs, "R5CT1234")
+    with pytest.raises(UserError, match=r"no Android device with serial XYZ: `adb devices -l` listed emulator-5554"):
+        android.pick_device(devs, "XYZ")
+    with pytest.raises(UserError, match="listed no devices; connect a phone"):
+        android.pick_device([], None)
+    with pytest.raises(UserError, match=r"listed R5CT1234 \(unauthorized\)"):
+        android.pick_device(devs[1:2], None)
+    two = android.parse_devices("emulator-5554 device\nemulator-5556 device\n")
+    with pytest.raises(UserError, match=r"several Android devices attached \(emulator-5554, emulator-5556\)"):
+        android.pick_device(two, None)
+
+
+# ---------------------------------------------------------------- artifact, APK and latents checks
+
+
+def _artifact(tmp_path: Path, name: str = "wan-256p.pte", target: str = "executorch") -> Path:
+    art = tmp_path / name
+    art.write_bytes(b"\0" * 64)
+    manifest = {
+        "schema": "turbovaed.manifest/1", "name": art.stem, "artifact": art.name, "target": target,
+        "delegate": "xnnpack" if target == "executorch" else None, "preset": "256p", "family": "wan",
+        "width": 256, "height": 256, "latent_frames": 3, "output_frames": 9, "precision": "fp32",
+        "inputs": [{"name": "latents", "shape": [3, 16, 4, 4], "dtype": "float32"}],
+        "outputs": [{"name": "frames", "shape": [9, 3, 32, 32], "dtype": "float32"}],
+    }
+    art.with_name(f"{art.stem}.manifest.json").write_text(json.dumps(manifest))
+    return art
+
+
+def test_check_artifact(tmp_path):
+    art = android.check_artifact(BenchOptions(device="android", artifact=_artifact(tmp_path)))
+    assert art.runtime == "executorch" and art.input_shape == [3, 16, 4, 4]
+    ort = android.check_artifact(BenchOptions(artifact=_artifact(tmp_path, "m.ort", "onnx")))
+    assert ort.runtime == "onnxruntime" and ort.manifest_path.name == "m.manifest.json"
+    with pytest.raises(UserError, match="needs an exported artifact"):
+        android.check_artifact(BenchOptions())
+    with pytest.raises(UserError, match="runs with executorch on Android, not onnxruntime"):
+        android.check_artifact(BenchOptions(artifact=_artifact(tmp_path), runtimes=("onnxruntime",)))
+    with pytest.raises(UserError, match="says target onnx"):
+        android.check_artifact(BenchOptions(artifact=_artifact(tmp_path, "x.pte", "onnx")))
+    coreml = _artifact(tmp_path, "ios.pte")
+    m = json.loads(coreml.with_name("ios.manifest.json").read_text())
+    coreml.with_name("ios.manifest.json").write_text(json.dumps({**m, "delegate": "coreml"}))
+    with pytest.raises(UserError, match="uses the coreml delegate, which Android's ExecuTorch lacks"):
+        android.check_artifact(BenchOptions(artifact=coreml))
+    pkg = tmp_path / "m.mlpackage"
+    pkg.write_bytes(b"x")
+    with pytest.raises(UserError, match="cannot run on Android"):
+        android.check_artifact(BenchOptions(artifact=pkg))
+    lone = tmp_path / "lone.pte"
+    lone.write_bytes(b"x")
+    with pytest.raises(UserError, match="manifest not found"):
+        android.check_artifact(BenchOptions(artifact=lone))
+
+
+def test_resolve_apk(tmp_path):
+    apk = tmp_path / "prebuilt.apk"
+    apk.write_bytes(b"PK")
+    assert android.resolve_apk(BenchOptions(), {android.APK_ENV: str(apk)}) == (apk, None)
+    assert android.resolve_apk(BenchOptions(extra={"apk": str(apk)}), {}) == (apk, None)
+    with pytest.raises(UserError, match="APK not found"):
+        android.resolve_apk(BenchOptions(), {android.APK_ENV: str(tmp_path / "none.apk")})
+    with pytest.raises(UserError, match="set ANDROID_HOME to an Android SDK .* or set TURBOVAED_ANDROID_APK"):
+        android.resolve_apk(BenchOptions(), {})
+    # an SDK and the sources: build when the APK is missing or older than a source file
+    sdk = tmp_path / "sdk"
+    sdk.mkdir()
+    bench = tmp_path / "bench"
+    (bench / "app" / "src" / "main").mkdir(parents=True)
+    (bench / "settings.gradle.kts").write_text("")
+    src = bench / "app" / "src" / "main" / "A.kt"
+    src.write_text("")
+    env = {"ANDROID_HOME": str(sdk)}
+    out, build = android.resolve_apk(BenchOptions(), env, bench, which=lambda n: f"/usr/bin/{n}")
+    assert out == android.apk_path(bench) and build == android.gradle_cmd(bench, "/usr/bin/gradle")
+    with pytest.raises(UserError, match="no ./gradlew in android_bench and no gradle on PATH"):
+        android.resolve_apk(BenchOptions(), env, bench, which=lambda n: None)
+    out.parent.mkdir(parents=True)
+    out.write_bytes(b"PK")
+    import os
+
+    os.utime(src, (1, 1))
+    assert android.resolve_apk(BenchOptions(), env, bench, which=lambda n: None) == (out, None)
+
+
+def test_write_latents_f32(tmp_path):
+    import numpy as np
+    import torch
+
+    from turbo_vaed.latents_io import save_latents
+
+    z = torch.arange(1 * 16 * 3 * 2 * 2, dtype=torch.float32).reshape(1, 16, 3, 2, 2)
+    src = save_latents(tmp_path / "z.safetensors", z, "wan")
+    raw = android.write_latents_f32(src, [3, 16, 2, 2], tmp_path / "z.f32")
+    arr = np.frombuffer(raw.read_bytes(), dtype="<f4").reshape(3, 16, 2, 2)
+    assert np.array_equal(arr, z[0].permute(1, 0, 2, 3).numpy())
+    with pytest.raises(UserError, match=r"the artifact needs \(1, 16, 4, 2, 2\)"):
+        android.write_latents_f32(src, [4, 16, 2, 2], tmp_path / "bad.f32")
+
+
+# ---------------------------------------------------------------- polling with a scripted adb
+
+
+class _Scripted:
+    """Stands in for subprocess: answers each poll with the next scripted state."""
+
+    def __init__(self, states: list[str], error_text: str = "") -> None:
+        self.states, self.error_text, self.calls = list(states), error_text, []
+
+    def __call__(self, cmd, timeout):
+        self.calls.append(list(cmd))
+        out = self.error_text if "cat" in cmd else (self.states.pop(0) if self.states else "running")
+        return subprocess.CompletedProcess(cmd, 0, out + "\n", "")
+
+
+def test_wait_for_result_states():
+    run = _Scripted(["gone", "running", "gone", "running", "done"])  # app not up yet, then running
+    android.wait_for_result(android.Adb("adb", "S", run), "/r.json", 60, sleep=lambda s: None)
+    assert len(run.calls) == 5
+    run = _Scripted(["running", "failed"], "model not found or not readable by the app: /x.pte")
+    with pytest.raises(UserError, match="android_bench failed on S: model not found or not readable"):
+        android.wait_for_result(android.Adb("adb", "S", run), "/r.json", 60, sleep=lambda s: None)
+    with pytest.raises(UserError, match="stopped on S without writing a result"):
+        android.wait_for_result(android.Adb("adb", "S", _Scripted(["gone"] * android.GONE_POLLS)), "/r.json", 60,
+                                sleep=lambda s: None)
+    ticks = iter(range(0, 1000, 10))
+    with pytest.raises(UserError, match="no result from android_bench on S after 25 s"):
+        android.wait_for_result(android.Adb("adb", "S", _Scripted([])), "/r.json", 25,
+                                clock=lambda: float(next(ticks)), sleep=lambda s: None)
+
+
+def test_am_start_error_is_reported():
+    def run(cmd, timeout):
+        return subprocess.CompletedProcess(cmd, 0, "Starting: Intent { cmp=dev.turbovaed.bench/.BenchActivity }\n"
+                                           "Error: Activity class {dev.turbovaed.bench/dev.turbovaed.bench."
+                                           "BenchActivity} does not exist.\n", "")
+
+    with pytest.raises(UserError, match="starting android_bench failed on S: Error: Activity class"):
+        android.Adb("adb", "S", run)(["adb", "shell", "am", "start"], "starting android_bench")
+
+
+# ---------------------------------------------------------------- end to end through the CLI
+
+FAKE_ADB = r'''#!{python}
+"""A fake adb that plays one emulator: logs its argv, answers devices/poll, and 'pulls' a canned result."""
+import json, os, shutil, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_ADB_LOG"], "a") as f:
+    f.write(json.dumps(args) + "\n")
+if args[:2] == ["devices", "-l"]:
+    print("List of devices attached")
+    print("emulator-5554          device product:sdk_gphone64_x86_64 model:sdk_gphone64_x86_64 transport_id:1")
+    sys.exit(0)
+assert args[:2] == ["-s", "emulator-5554"], args
+cmd = args[2:]
+if cmd[0] == "pull":
+    shutil.copy(os.environ["FAKE_ADB_RESULT"], cmd[2])
+    print("1 file pulled")
+elif cmd[0] == "shell" and len(cmd) == 2 and cmd[1].startswith("if [ -f"):
+    print("done")
+elif cmd[0] == "install":
+    print("Performing Streamed Install")
+    print("Success")
+elif cmd[:3] == ["shell", "am", "start"]:
+    print("Starting: Intent { cmp=dev.turbovaed.bench/.BenchActivity (has extras) }")
+    print("Status: ok")
+'''
+
+
+@pytest.fixture
+def fake_adb(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    adb = bin_dir / "adb"
+    adb.write_text(FAKE_ADB.replace("{python}", sys.executable))
+    adb.chmod(0o755)
+    log = tmp_path / "adb.log"
+    result = tmp_path / "device-result.json"
+    result.write_text(json.dumps(_sample_doc()))
+    apk = tmp_path / "app-release.apk"
+    apk.write_bytes(b"PK")
+    monkeypatch.setenv("PATH", f"{bin_dir}")
+    monkeypatch.setenv("FAKE_ADB_LOG", str(log))
+    monkeypatch.setenv("FAKE_ADB_RESULT", str(result))
+    monkeypatch.setenv(android.APK_ENV, str(apk))
+    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
+    return lambda: [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_bench_android_end_to_end_with_fake_adb(cli, tmp_path, fake_adb):
+    art = _artifact(tmp_path)
+    out = tmp_path / "android.json"
+    res = cli("bench", "--device", "android", art, "--iters", "3", "--warmup", "1", "--threads", "2", "--json", out)
+    assert res.code == 0, res.err
+    assert "turbovaed bench --device android" in res.out and f"wrote {out}" in res.out
+    assert load_results(out)["results"][0]["device"]["model"] == "Pixel 8"
+    calls = fake_adb()
+    s = ["-s", "emulator-5554"]
+    assert calls[0] == ["devices", "-l"]
+    calls = calls[1:]
+    assert all(c[:2] == s for c in calls)
+    assert s + ["push", str(art), "/data/local/tmp/turbovaed/wan-256p.pte"] in calls
+    assert s + ["push", str(art.with_name("wan-256p.manifest.json")),
+                "/data/local/tmp/turbovaed/wan-256p.manifest.json"] in calls
+    assert s + ["install", "-r", "-t", str(tmp_path / "app-release.apk")] in calls
+    start = next(c for c in calls if c[2:5] == ["shell", "am", "start"])
+    extras = dict(zip(start[start.index("--es"):][1::3], start[start.index("--es"):][2::3], strict=False))
+    assert extras["model"] == "/data/local/tmp/turbovaed/wan-256p.pte" and extras["runtime"] == "executorch"
+    assert extras["iters"] == "3" and extras["warmup"] == "1" and extras["threads"] == "2"
+    assert re.fullmatch(r"turbovaed-wan-256p-executorch-\d+\.json", extras["output"])
+    pull = next(c for c in calls if c[2] == "pull")
+    assert pull[3] == f"{android.RESULTS_DIR}/{extras['output']}"
+    order = [c[2] if c[2] != "shell" else c[3] for c in calls]
+    assert order.index("push") < order.index("install") < order.index("am") < order.index("pull")
+
+
+def test_bench_android_rejects_an_invalid_device_result(cli, tmp_path, fake_adb, monkeypatch):
+    bad = _sample_doc()
+    del bad["results"][0]["latency_ms"]
+    (tmp_path / "device-result.json").write_text(json.dumps(bad))
+    res = cli("bench", "--device", "android", _artifact(tmp_path))
+    assert res.code == 2 and "is not valid turbovaed.bench/1" in res.err and "latency_ms" in res.err
+
+
+# ---------------------------------------------------------------- the real adb, no device
+
+
+def test_no_adb_on_path(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    res = cli("bench", "--device", "android", _artifact(tmp_path))
+    assert res.code == 2
+    assert res.err.strip().count("\n") == 0 and "adb not found on PATH: install it" in res.err
+
+
+@pytest.fixture
+def adb_server():
+    """The real adb's server on loopback (127.0.0.1:5037); stopped again if this test started it."""
+    adb = shutil.which("adb")
+    if adb is None:
+        pytest.skip("adb is not installed (CI installs Debian's adb via .ci/run)")
+    started = subprocess.run([adb, "start-server"], capture_output=True, text=True, timeout=60)
+    if started.returncode != 0:
+        pytest.skip(f"adb server did not start: {(started.stderr or started.stdout).strip()[:200]}")
+    devices = android.parse_devices(subprocess.run([adb, "devices"], capture_output=True, text=True,
+                                                   timeout=60).stdout)
+    if devices:
+        pytest.skip(f"a device is attached ({devices[0].serial}); this test needs none")
+    yield adb
+    if "daemon started successfully" in (started.stderr + started.stdout):
+        subprocess.run([adb, "kill-server"], capture_output=True, timeout=60)
+
+
+def test_no_device_with_real_adb(cli, tmp_path, adb_server, monkeypatch):
+    monkeypatch.delenv("ANDROID_SERIAL", raising=False)
+    res = cli("bench", "--device", "android", _artifact(tmp_path))
+    assert res.code == 2
+    err = res.err.strip()
+    assert err.count("\n") == 0, err
+    assert err.startswith("error: no Android device ready: `adb devices -l` listed no devices")
+    res = cli("bench", "--device", "android", _artifact(tmp_path), "--serial", "emulator-5554")
+    assert res.code == 2 and "no Android device with serial emulator-5554" in res.err

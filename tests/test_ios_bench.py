@@ -1,0 +1,768 @@
+"""ios_bench (Swift) and `turbovaed bench --device iphone16pro`: everything that can be checked without a Mac.
+
+- every Swift file parses (tree-sitter-swift) and the Codable keys it encodes are the turbovaed.bench/1 keys;
+- names shared by the Swift code, project.yml and the Python driver agree;
+- the xcodebuild / devicectl / simctl command lines;
+- the whole driver flow against a fake Xcode (simulator and device), and its error paths;
+- off macOS: exit 2 with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import turbo_vaed
+from turbo_vaed.bench import ios
+from turbo_vaed.bench.options import COMPUTE_UNITS
+from turbo_vaed.bench.schema import schema, validate_results
+from turbo_vaed.errors import UserError
+
+IOS_DIR = Path(__file__).resolve().parents[1] / "ios_bench"
+LIB_DIR = IOS_DIR / "Sources" / "TurboVAEDBench"
+FIXTURES = IOS_DIR / "Tests" / "TurboVAEDBenchTests" / "Fixtures"
+TINY = FIXTURES / "tiny.mlpackage"
+TINY_MANIFEST = json.loads((FIXTURES / "tiny.manifest.json").read_text())
+
+# ------------------------------------------------------------------------------------ Swift source parsing
+
+
+def _parser():
+    import tree_sitter
+    import tree_sitter_swift
+
+    return tree_sitter.Parser(tree_sitter.Language(tree_sitter_swift.language()))
+
+
+def _parse(path: Path):
+    return _parser().parse(path.read_bytes()).root_node
+
+
+def _bad_nodes(node) -> list[str]:
+    bad = []
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n.type == "ERROR" or n.is_missing:
+            bad.append(f"{n.type} at line {n.start_point[0] + 1}: {n.text.decode(errors='replace')[:60]!r}")
+        stack.extend(n.children)
+    return bad
+
+
+SWIFT_FILES = sorted(IOS_DIR.rglob("*.swift"))
+
+
+def test_swift_tree_is_complete():
+    names = {p.relative_to(IOS_DIR).as_posix() for p in SWIFT_FILES}
+    for expected in ("Package.swift", "Sources/TurboVAEDBench/BenchResults.swift",
+                     "Sources/TurboVAEDBench/BenchmarkRunner.swift", "Sources/TurboVAEDBench/ComputePlanSummary.swift",
+                     "Sources/TurboVAEDBenchCLI/main.swift", "App/TurboVAEDBenchApp.swift", "App/ContentView.swift",
+                     "Tests/TurboVAEDBenchTests/PredictionPerformanceTests.swift"):
+        assert expected in names
+    assert (IOS_DIR / "project.yml").is_file() and (IOS_DIR / "README.md").is_file()
+
+
+@pytest.mark.parametrize("path", SWIFT_FILES, ids=lambda p: p.relative_to(IOS_DIR).as_posix())
+def test_swift_file_parses(path):
+    root = _parse(path)
+    assert root.type == "source_file"
+    assert _bad_nodes(root) == [], f"{path.name} has syntax errors"
+
+
+def _type_of(node) -> dict:
+    """A Swift type node as {'kind': optional|array|dict|named, ...}."""
+    if node.type == "type_annotation":
+        node = next(c for c in node.children if c.is_named)
+    if node.type == "optional_type":
+        inner = next(c for c in node.children if c.is_named)
+        return {**_type_of(inner), "optional": True}
+    if node.type == "array_type":
+        return {"kind": "array", "item": _type_of(next(c for c in node.children if c.is_named)), "optional": False}
+    if node.type == "dictionary_type":
+        return {"kind": "dict", "optional": False}
+    return {"kind": "named", "name": node.text.decode(), "optional": False}
+
+
+def _codable_structs(path: Path) -> dict[str, dict]:
+    """struct name -> {'props': {name: type}, 'keys': {property: JSON key}} for Codable/Encodable structs."""
+    out = {}
+    stack = [_parse(path)]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        if node.type != "class_declaration" or node.child_by_field_name("declaration_kind") is None:
+            continue
+        if node.child_by_field_name("declaration_kind").text.decode() != "struct":
+            continue
+        inherits = {c.text.decode() for c in node.children if c.type == "inheritance_specifier"}
+        if not inherits & {"Codable", "Encodable"}:
+            continue
+        body = node.child_by_field_name("body")
+        props, coding = {}, None
+        for member in body.children:
+            if member.type == "property_declaration":
+                modifiers = " ".join(c.text.decode() for c in member.children if c.type == "modifiers")
+                if "static" in modifiers or any(c.type == "computed_property" for c in member.children):
+                    continue
+                name = member.child_by_field_name("name").text.decode()
+                annotation = next(c for c in member.children if c.type == "type_annotation")
+                props[name] = _type_of(annotation)
+            elif member.type == "class_declaration" and \
+                    member.child_by_field_name("name").text.decode() == "CodingKeys":
+                coding = {}
+                for entry in member.child_by_field_name("body").children:
+                    if entry.type != "enum_entry":
+                        continue
+                    names = [c.text.decode() for c in entry.children if c.type == "simple_identifier"]
+                    raw = [c for c in entry.children if c.type == "line_string_literal"]
+                    if raw:
+                        assert len(names) == 1, "a raw value belongs to one case"
+                        coding[names[0]] = raw[0].text.decode().strip('"')
+                    else:
+                        coding.update({n: n for n in names})
+        if coding is not None:
+            assert set(coding) == set(props), f"{node.child_by_field_name('name').text.decode()}: CodingKeys " \
+                f"must list every stored property: {sorted(set(props) ^ set(coding))}"
+            keys = coding
+        else:
+            keys = {p: p for p in props}
+        out[node.child_by_field_name("name").text.decode()] = {"props": props, "keys": keys}
+    return out
+
+
+def _resolve(sub: dict) -> dict:
+    if "$ref" in sub:
+        node = schema()
+        for part in sub["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        return node
+    return sub
+
+
+def _types(sub: dict) -> set[str]:
+    t = sub.get("type", [])
+    types = {t} if isinstance(t, str) else set(t)
+    if "enum" in sub or "const" in sub:
+        values = sub.get("enum", [sub.get("const")])
+        types |= {"string" for v in values if isinstance(v, str)}
+    return types - {"null"}
+
+
+SCALARS = {"Int": {"integer", "number"}, "Double": {"number"}, "String": {"string"}, "Bool": {"boolean"}}
+
+
+def _check_struct(structs: dict, name: str, sub: dict, where: str, seen: set[str]) -> None:
+    sub = _resolve(sub)
+    seen.add(name)
+    struct = structs[name]
+    props = sub["properties"]
+    json_keys = {struct["keys"][p]: p for p in struct["props"]}
+    assert set(json_keys) == set(props), f"{where} ({name}): Swift keys {sorted(json_keys)} != schema {sorted(props)}"
+    for key in sub.get("required", []):
+        assert not struct["props"][json_keys[key]]["optional"], f"{where}.{key} is required: must not be Optional"
+    for key, prop in json_keys.items():
+        swift_type = struct["props"][prop]
+        schema_sub = _resolve(props[key])
+        if swift_type["kind"] == "array":
+            assert "array" in _types(schema_sub), f"{where}.{key}: Swift array, schema {schema_sub.get('type')}"
+            swift_type, schema_sub = swift_type["item"], _resolve(schema_sub["items"])
+        if swift_type["kind"] == "dict":
+            assert "object" in _types(schema_sub) and "properties" not in schema_sub, f"{where}.{key}"
+        elif swift_type["name"] in structs:
+            assert "object" in _types(schema_sub), f"{where}.{key} is an object in Swift"
+            _check_struct(structs, swift_type["name"], schema_sub, f"{where}.{key}", seen)
+        else:
+            allowed = SCALARS.get(swift_type["name"])
+            assert allowed, f"{where}.{key}: unexpected Swift type {swift_type['name']}"
+            assert _types(schema_sub) & allowed, f"{where}.{key}: Swift {swift_type['name']} vs schema {schema_sub}"
+
+
+def test_codable_keys_are_exactly_the_schema_keys():
+    structs = _codable_structs(LIB_DIR / "BenchResults.swift")
+    seen: set[str] = set()
+    _check_struct(structs, "BenchDocument", schema(), "(document)", seen)
+    assert seen == {"BenchDocument", "ToolInfo", "Comparison", "BenchResult", "BenchDevice", "BenchRuntime",
+                    "BenchModel", "BenchSettings", "ColdStart", "LatencySummary", "ThermalReading"}
+    # the check itself catches drift: a renamed key fails it
+    broken = {k: {**v, "keys": dict(v["keys"])} for k, v in structs.items()}
+    broken["ColdStart"]["keys"]["loadMs"] = "load_time_ms"
+    with pytest.raises(AssertionError):
+        _check_struct(broken, "BenchDocument", schema(), "(document)", set())
+
+
+def _swift(name: str) -> str:
+    return (LIB_DIR / name).read_text()
+
+
+def test_swift_constants_agree_with_schema_and_python():
+    s = schema()
+    kinds = set(s["$defs"]["result"]["properties"]["device"]["properties"]["kind"]["enum"])
+    probe = _swift("DeviceProbe.swift")
+    default_kinds = set(re.findall(r'return "([a-z0-9-]+)"', probe.split("defaultKind")[1].split("}")[0]))
+    assert default_kinds == {"ios-simulator", "mac", "iphone16pro"} and default_kinds <= kinds
+    arg_kinds = set(re.findall(r'"([a-z0-9-]+)"', _swift("BenchArguments.swift").split("deviceKinds: Set<String> =")[1]
+                               .split("\n")[0]))
+    assert arg_kinds == default_kinds
+    units = re.findall(r"^\s+case (\w+)$", _swift("ComputeUnitsOption.swift"), re.M)
+    assert tuple(units) == COMPUTE_UNITS
+    top = _swift("TurboVAEDBench.swift")
+    assert re.search(r'version = "([^"]+)"', top).group(1) == turbo_vaed.__version__
+    assert re.search(r'toolName = "([^"]+)"', top).group(1) in s["properties"]["tool"]["properties"]["name"]["enum"]
+    assert re.search(r'schemaID = "([^"]+)"', top).group(1) == s["properties"]["schema"]["const"]
+    runtime = re.search(r'init\(name: String = "(\w+)"', _swift("BenchResults.swift")).group(1)
+    runtime_names = s["$defs"]["result"]["properties"]["runtime"]["properties"]["name"]["enum"]
+    assert runtime == "coreml" and runtime in runtime_names
+    runner = _swift("BenchmarkRunner.swift")
+    assert '"student/coreml-\\(units.rawValue)"' in runner  # labels are unique per compute units
+    assert "no Neural Engine" in runner  # the simulator note ios.parse_app_results looks for
+    assert 'appendingPathExtension("error")' in _swift("ResultsIO.swift")  # AppRun.error
+    plan_devices = set(re.findall(r'return "(\w+)"', _swift("ComputePlanSummary.swift").split("func deviceName")[1]))
+    assert plan_devices == {"cpu", "gpu", "neural_engine", "unknown"}
+    mac = pytest.importorskip("turbo_vaed.bench.mac")  # --device mac (coremltools) names devices the same way
+    names = mac.summarise_plan([("a", "MLCPUComputeDevice"), ("b", "MLGPUComputeDevice"),
+                                ("c", "MLNeuralEngineComputeDevice"), ("d", None)])
+    assert {dev for counts in names.values() for dev in counts} == plan_devices
+    assert ios.AppRun("x", "m.mlpackage").error.endswith(".json.error")
+
+
+def test_python_driver_names_match_the_xcode_project():
+    yaml = pytest.importorskip("yaml")
+    spec = yaml.safe_load((IOS_DIR / "project.yml").read_text())
+    assert spec["name"] == ios.PROJECT
+    app = spec["targets"][ios.SCHEME]
+    assert app["settings"]["base"]["PRODUCT_BUNDLE_IDENTIFIER"] == ios.BUNDLE_ID
+    assert app["settings"]["base"]["PRODUCT_NAME"] + ".app" == ios.APP_PRODUCT
+    assert app["platform"] == "iOS" and spec["options"]["deploymentTarget"]["iOS"] == "17.0"
+    assert ios.SCHEME in spec["schemes"]
+    package = (IOS_DIR / "Package.swift").read_text()
+    assert f'.executable(name: "{ios.SWIFT_PRODUCT}"' in package
+    assert "swift-tools-version:5.10" in package and ".iOS(.v17), .macOS(.v14)" in package
+    # every flag the driver passes is one the Swift parser knows
+    names = set(re.findall(r'"(\w+)"', _swift("BenchArguments.swift").split("names: Set<String> = [")[1].split("]")[0]))
+    run = ios.AppRun("r1", "m.mlpackage", ("all", "cpuOnly"), latents="z.npy")
+    flags = {a[1:] for a in run.launch_arguments() if a.startswith("-") and a[1:].isalpha()}
+    assert flags == {"model", "computeUnits", "warmup", "iters", "output", "latents", "deviceKind", "exitWhenDone"}
+    assert flags <= names
+
+
+def test_fixture_matches_its_manifest():
+    """The tiny Core ML fixture the Swift tests run is what its manifest says (checked with coremltools)."""
+    ct = pytest.importorskip("coremltools")
+    spec = ct.utils.load_spec(str(TINY))
+    (inp,), (out,) = spec.description.input, spec.description.output
+    assert (inp.name, list(inp.type.multiArrayType.shape)) == ("latents", TINY_MANIFEST["inputs"][0]["shape"])
+    assert (out.name, TINY_MANIFEST["outputs"][0]["shape"]) == ("frames", [5, 3, 16, 16])
+    assert inp.type.multiArrayType.dataType == ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT16
+    assert TINY_MANIFEST["size_bytes"] == sum(p.stat().st_size for p in TINY.rglob("*") if p.is_file())
+
+
+# ------------------------------------------------------------------------------------ results JSON
+
+
+def app_doc(args: list[str], kind: str, manifest: dict = TINY_MANIFEST) -> dict:
+    """A results document shaped exactly like the one BenchmarkRunner writes for these launch arguments."""
+    opts = dict(zip(args[::2], args[1::2], strict=False))
+    t, c, h, w = manifest["inputs"][0]["shape"]
+    frames = manifest["outputs"][0]["shape"][0]
+    iters, warmup = int(opts["-iters"]), int(opts["-warmup"])
+    results = []
+    for i, units in enumerate(opts["-computeUnits"].split(",")):
+        samples = [10.0 + i + 0.5 * k for k in range(iters)]
+        p50 = float(np.percentile(samples, 50))
+        notes = "random normal latents (seed 0), float16 input [2, 16, 2, 2]"
+        if kind == "ios-simulator" and i == 0:
+            notes += "; iOS simulator: no Neural Engine; Core ML runs on the Mac's CPU/GPU"
+        results.append({
+            "label": f"student/coreml-{units}",
+            "device": {"kind": kind, "model": "iPhone17,1", "os": "iOS", "os_version": "18.2.0", "cpu": "A18 Pro",
+                       "soc": "A18 Pro", "cpu_count": 6, "memory_bytes": 7_994_343_424},
+            "runtime": {"name": "coreml", "version": "3402.4.1 (iOS 18.2.0)", "compute_units": units,
+                        "precision": manifest["precision"]},
+            "model": {"family": manifest["family"], "decoder": "student", "artifact": opts["-model"].split("/")[-1],
+                      "artifact_bytes": manifest["size_bytes"], "preset": manifest["preset"],
+                      "width": manifest["width"], "height": manifest["height"], "latent_shape": [1, c, t, h, w],
+                      "output_frames": frames},
+            "settings": {"warmup": warmup, "iterations": iters},
+            "cold_start": {"load_ms": 812.5, "first_run_ms": 40.0},
+            "latency_ms": {"min": min(samples), "p50": p50, "p90": float(np.percentile(samples, 90)),
+                           "max": max(samples), "mean": float(np.mean(samples)), "samples": samples},
+            "fps": frames / (p50 / 1000), "peak_memory_bytes": 50_000_000,
+            "thermal": {"before": "nominal", "after": "nominal"},
+            "compute_plan": {"ios17.conv": {"cpu" if units == "cpuOnly" else "neural_engine": 1}},
+            "notes": notes,
+        })
+    return {"schema": "turbovaed.bench/1", "created": "2025-06-01T12:00:00Z",
+            "tool": {"name": "ios_bench", "version": "0.1.0"}, "results": results}
+
+
+def _keys(obj, prefix="") -> set[str]:
+    out = set()
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.add(prefix + k)
+            if not (prefix + k).endswith("compute_plan"):
+                out |= _keys(v, f"{prefix}{k}.")
+    elif isinstance(obj, list) and obj and isinstance(obj[0], dict):
+        out |= _keys(obj[0], prefix)
+    return out
+
+
+def _swift_key_paths() -> set[str]:
+    structs = _codable_structs(LIB_DIR / "BenchResults.swift")
+
+    def walk(name, prefix):
+        out = set()
+        for prop, key in structs[name]["keys"].items():
+            out.add(prefix + key)
+            t = structs[name]["props"][prop]
+            t = t["item"] if t["kind"] == "array" else t
+            if t["kind"] == "named" and t["name"] in structs:
+                out |= walk(t["name"], f"{prefix}{key}.")
+        return out
+
+    return walk("BenchDocument", "")
+
+
+def test_sample_app_json_validates_and_parses():
+    sample = json.loads((FIXTURES / "sample-results.json").read_text())  # also decoded by the Swift tests
+    validate_results(sample, "sample-results.json")
+    doc = ios.parse_app_results(FIXTURES / "sample-results.json", simulator=False)
+    assert [r["runtime"]["compute_units"] for r in doc["results"]] == ["all", "cpuOnly"]
+    assert _keys(sample) <= _swift_key_paths()  # nothing the Swift structs cannot write
+    for r in doc["results"]:  # internally consistent figures
+        lat = r["latency_ms"]
+        assert lat["p50"] == pytest.approx(np.percentile(lat["samples"], 50))
+        assert lat["p90"] == pytest.approx(np.percentile(lat["samples"], 90))
+        assert r["fps"] == pytest.approx(r["model"]["output_frames"] / (lat["p50"] / 1000), rel=1e-6)
+    generated = app_doc(ios.AppRun("r", "tiny.mlpackage", ("all", "cpuOnly")).launch_arguments(), "iphone16pro")
+    assert _keys(generated) <= _swift_key_paths()
+    assert ios.parse_app_results(generated, manifest=TINY_MANIFEST, simulator=False)["results"][0]["model"][
+        "artifact_sha256"] == TINY_MANIFEST["sha256"]  # filled from the manifest
+
+
+def test_parse_app_results_simulator_note_and_errors(tmp_path):
+    args = ios.AppRun("r", "tiny.mlpackage", ("cpuOnly", "all")).launch_arguments()
+    doc = app_doc(args, "ios-simulator")
+    parsed = ios.parse_app_results(doc, simulator=True, manifest=TINY_MANIFEST)
+    assert all("no Neural Engine" in r["notes"] for r in parsed["results"])  # added where the app left it out
+    assert "no Neural Engine" not in doc["results"][1]["notes"]  # input not modified
+    with pytest.raises(UserError, match="ran on the simulator"):
+        ios.parse_app_results(doc, simulator=False)
+    with pytest.raises(UserError, match="expected simulator results"):
+        ios.parse_app_results(app_doc(args, "iphone16pro"), simulator=True)
+    other = app_doc(args, "iphone16pro")
+    other["tool"]["name"] = "android_bench"
+    with pytest.raises(UserError, match="not ios_bench"):
+        ios.parse_app_results(other)
+    wrong = app_doc(args, "iphone16pro")
+    wrong["results"][0]["model"]["width"] = 512
+    with pytest.raises(UserError, match="model.width 512"):
+        ios.parse_app_results(wrong, manifest=TINY_MANIFEST)
+    missing = app_doc(args, "iphone16pro")
+    del missing["results"][0]["latency_ms"]["p50"]
+    with pytest.raises(UserError, match="not valid turbovaed.bench/1"):
+        ios.parse_app_results(missing)
+    cut = tmp_path / "cut.json"
+    cut.write_text(json.dumps(doc)[:200])
+    with pytest.raises(UserError, match="not JSON"):
+        ios.parse_app_results(cut)
+    with pytest.raises(UserError, match="not found"):
+        ios.parse_app_results(tmp_path / "missing.json")
+    run = ios.AppRun("r", "tiny.mlpackage", ("cpuOnly", "all"), warmup=1, iters=5)
+    ios.check_matches_run(doc, run, "x")
+    with pytest.raises(UserError, match="compute units"):
+        ios.check_matches_run(doc, ios.AppRun("r", "tiny.mlpackage", ("all",)), "x")
+    with pytest.raises(UserError, match="iterations"):
+        ios.check_matches_run(doc, ios.AppRun("r", "tiny.mlpackage", ("cpuOnly", "all"), iters=9), "x")
+
+
+# ------------------------------------------------------------------------------------ command lines
+
+
+def test_xcodebuild_commands():
+    proj, dd = Path("/w/ios_bench/TurboVAEDBench.xcodeproj"), Path("/w/out/ios/DerivedData")
+    assert ios.xcodebuild_command(proj, simulator=False, derived_data=dd, team="ABCDE12345") == [
+        "xcodebuild", "-project", str(proj), "-scheme", "TurboVAEDBenchApp", "-configuration", "Release",
+        "-destination", "generic/platform=iOS", "-derivedDataPath", str(dd), "-quiet",
+        "-allowProvisioningUpdates", "build", "DEVELOPMENT_TEAM=ABCDE12345"]
+    assert ios.xcodebuild_command(proj, simulator=False, derived_data=dd)[-1] == "build"
+    assert ios.xcodebuild_command(proj, simulator=True, derived_data=dd) == [
+        "xcodebuild", "-project", str(proj), "-scheme", "TurboVAEDBenchApp", "-configuration", "Release",
+        "-destination", "generic/platform=iOS Simulator", "-derivedDataPath", str(dd), "-quiet", "build",
+        "CODE_SIGNING_ALLOWED=NO"]
+    assert ios.built_app(dd, simulator=False) == dd / "Build/Products/Release-iphoneos/TurboVAEDBenchApp.app"
+    assert ios.built_app(dd, simulator=True) == dd / "Build/Products/Release-iphonesimulator/TurboVAEDBenchApp.app"
+    assert ios.xcodegen_command(Path("/w/ios_bench")) == [
+        "xcodegen", "generate", "--spec", "/w/ios_bench/project.yml", "--project", "/w/ios_bench"]
+    assert ios.xcode_version_command() == ["xcodebuild", "-version"]
+    assert ios.parse_xcode_version("Xcode 16.2\nBuild version 16C5032a\n") == (16, 2)
+    assert ios.parse_xcode_version("Xcode 26\nBuild version 17A324\n") == (26, 0)
+    with pytest.raises(UserError, match="Xcode version"):
+        ios.parse_xcode_version("xcode-select: error: tool 'xcodebuild' requires Xcode")
+
+
+def test_devicectl_commands():
+    run = ios.AppRun("ab12", "wan-256p.mlpackage", ("all", "cpuAndNeuralEngine"), warmup=2, iters=10,
+                     latents="latents-ab12.npy")
+    app = Path("/w/TurboVAEDBenchApp.app")
+    assert ios.devicectl_list_command(Path("/t/d.json")) == [
+        "xcrun", "devicectl", "list", "devices", "--json-output", "/t/d.json"]
+    assert ios.devicectl_install_command("BBBB-2222", app) == [
+        "xcrun", "devicectl", "device", "install", "app", "--device", "BBBB-2222", str(app)]
+    uploads = run.uploads(TINY.with_name("wan-256p.mlpackage"), Path("/t/latents-ab12.npy"))
+    assert [(p.name, remote, replace) for p, remote, replace in uploads] == [
+        ("wan-256p.mlpackage", "Documents/turbovaed/wan-256p.mlpackage", False),  # not a directory here
+        ("wan-256p.manifest.json", "Documents/turbovaed/wan-256p.manifest.json", False),
+        ("latents-ab12.npy", "Documents/turbovaed/latents-ab12.npy", False)]
+    assert run.uploads(TINY)[0][2] is True  # a real .mlpackage directory replaces the old copy
+    assert ios.devicectl_copy_to_command("BBBB-2222", TINY, "Documents/turbovaed/tiny.mlpackage", replace=True) == [
+        "xcrun", "devicectl", "device", "copy", "to", "--device", "BBBB-2222", "--domain-type", "appDataContainer",
+        "--domain-identifier", "dev.turbovaed.iosbench", "--source", str(TINY),
+        "--destination", "Documents/turbovaed/tiny.mlpackage", "--remove-existing-content", "true"]
+    assert ios.devicectl_copy_from_command("BBBB-2222", "Documents/" + run.output, Path("/t/r.json")) == [
+        "xcrun", "devicectl", "device", "copy", "from", "--device", "BBBB-2222", "--domain-type", "appDataContainer",
+        "--domain-identifier", "dev.turbovaed.iosbench", "--source", "Documents/turbovaed/results-ab12.json",
+        "--destination", "/t/r.json"]
+    assert ios.devicectl_launch_command("BBBB-2222", run.launch_arguments()) == [
+        "xcrun", "devicectl", "device", "process", "launch", "--device", "BBBB-2222", "--terminate-existing",
+        "dev.turbovaed.iosbench", "-model", "turbovaed/wan-256p.mlpackage", "-computeUnits",
+        "all,cpuAndNeuralEngine", "-warmup", "2", "-iters", "10", "-output", "turbovaed/results-ab12.json",
+        "-latents", "turbovaed/latents-ab12.npy", "-deviceKind", "iphone16pro", "-exitWhenDone", "YES"]
+
+
+def test_simctl_and_swift_commands():
+    run = ios.AppRun("cd34", "tiny.mlpackage", ("cpuOnly",), warmup=0, iters=3, device_kind="ios-simulator")
+    assert ios.simctl_list_command() == ["xcrun", "simctl", "list", "--json", "devices", "available"]
+    assert ios.simctl_create_command() == [
+        "xcrun", "simctl", "create", "iPhone 16 Pro (turbovaed)", "com.apple.CoreSimulator.SimDeviceType.iPhone-16-Pro"]
+    assert ios.simctl_boot_command("S182") == ["xcrun", "simctl", "bootstatus", "S182", "-b"]
+    assert ios.simctl_install_command("S182", Path("/w/A.app")) == ["xcrun", "simctl", "install", "S182", "/w/A.app"]
+    assert ios.simctl_container_command("S182") == [
+        "xcrun", "simctl", "get_app_container", "S182", "dev.turbovaed.iosbench", "data"]
+    assert ios.simctl_terminate_command("S182") == ["xcrun", "simctl", "terminate", "S182", "dev.turbovaed.iosbench"]
+    assert ios.simctl_launch_command("S182", run.launch_arguments()) == [
+        "xcrun", "simctl", "launch", "S182", "dev.turbovaed.iosbench", "-model", "turbovaed/tiny.mlpackage",
+        "-computeUnits", "cpuOnly", "-warmup", "0", "-iters", "3", "-output", "turbovaed/results-cd34.json",
+        "-deviceKind", "ios-simulator", "-exitWhenDone", "YES"]
+    args = ios.app_arguments("/m/x.mlpackage", "/o/r.json", compute_units=("all",), device_kind="mac")
+    assert ios.swift_bench_command(Path("/w/ios_bench"), args) == [
+        "swift", "run", "-c", "release", "--package-path", "/w/ios_bench", "turbovaed-ios-bench", "-model",
+        "/m/x.mlpackage", "-computeUnits", "all", "-warmup", "1", "-iters", "5", "-output", "/o/r.json",
+        "-deviceKind", "mac"]
+    with pytest.raises(UserError, match="unknown compute units"):
+        ios.app_arguments("m", "o", compute_units=("npu",))
+
+
+def _phone(ident, name, product, tunnel="connected", platform_="iOS", kind="iPhone"):
+    return {"identifier": ident, "deviceProperties": {"name": name},
+            "hardwareProperties": {"platform": platform_, "productType": product, "udid": f"udid-{ident}",
+                                   "reality": "physical", "deviceType": kind},
+            "connectionProperties": {"pairingState": "paired", "tunnelState": tunnel}}
+
+
+DEVICES = {"result": {"devices": [
+    _phone("AAAA", "Old iPhone", "iPhone15,2"),
+    _phone("BBBB", "Test 16 Pro", "iPhone17,1", tunnel="disconnected"),
+    _phone("CCCC", "iPad", "iPad14,1", kind="iPad"),
+    _phone("DDDD", "Watch", "Watch7,1", platform_="watchOS"),
+]}}
+
+SIMS = {"devices": {
+    "com.apple.CoreSimulator.SimRuntime.iOS-17-5": [
+        {"udid": "S175", "name": "iPhone 16 Pro", "deviceTypeIdentifier": ios.SIMULATOR_TYPE, "state": "Shutdown",
+         "isAvailable": True}],
+    "com.apple.CoreSimulator.SimRuntime.iOS-18-2": [
+        {"udid": "S182", "name": "iPhone 16 Pro", "deviceTypeIdentifier": ios.SIMULATOR_TYPE, "state": "Shutdown",
+         "isAvailable": True},
+        {"udid": "S15", "name": "iPhone 15", "deviceTypeIdentifier": "com.apple.CoreSimulator.SimDeviceType.iPhone-15",
+         "state": "Booted", "isAvailable": True},
+        {"udid": "GONE", "name": "iPhone 16 Pro", "deviceTypeIdentifier": ios.SIMULATOR_TYPE, "state": "Booted",
+         "isAvailable": False}],
+    "com.apple.CoreSimulator.SimRuntime.watchOS-11-0": [
+        {"udid": "W", "name": "iPhone 16 Pro", "deviceTypeIdentifier": ios.SIMULATOR_TYPE, "state": "Booted"}],
+}}
+
+
+def test_pick_device_and_simulator():
+    assert ios.pick_device(DEVICES).identifier == "BBBB"  # the 16 Pro wins over a better-connected older phone
+    assert ios.pick_device(DEVICES, "old iphone").identifier == "AAAA"
+    assert ios.pick_device(DEVICES, "udid-AAAA").product_type == "iPhone15,2"
+    with pytest.raises(UserError, match="'nope' not found.*Test 16 Pro"):
+        ios.pick_device(DEVICES, "nope")
+    with pytest.raises(UserError, match="no paired iPhone"):
+        ios.pick_device({"result": {"devices": [DEVICES["result"]["devices"][2]]}})
+    assert ios.pick_simulator(SIMS) == "S182"  # newest runtime; unavailable and non-iOS ones skipped
+    booted = json.loads(json.dumps(SIMS))
+    booted["devices"]["com.apple.CoreSimulator.SimRuntime.iOS-17-5"][0]["state"] = "Booted"
+    assert ios.pick_simulator(booted) == "S175"  # a booted one first
+    assert ios.pick_simulator({"devices": {}}) is None
+
+
+# ------------------------------------------------------------------------------------ latents
+
+
+def test_prepare_latents(tmp_path):
+    t, c, h, w = TINY_MANIFEST["inputs"][0]["shape"]
+    z = np.random.default_rng(0).standard_normal((1, c, t, h, w)).astype(np.float32)  # (B, C, T, h, w)
+    np.save(tmp_path / "z5.npy", z)
+    out = ios.prepare_latents(tmp_path / "z5.npy", TINY_MANIFEST, tmp_path, "r1")
+    assert out.name == "latents-r1.npy"
+    got = np.load(out)
+    assert got.shape == (t, c, h, w) and got.dtype == np.dtype("<f4")
+    np.testing.assert_array_equal(got, z[0].transpose(1, 0, 2, 3))
+    np.save(tmp_path / "z4.npy", got.astype(np.float16))
+    np.testing.assert_allclose(np.load(ios.prepare_latents(tmp_path / "z4.npy", TINY_MANIFEST, tmp_path, "r2")),
+                               got, atol=2e-3)
+    import torch
+
+    from turbo_vaed.latents_io import save_latents
+
+    save_latents(tmp_path / "z.safetensors", torch.from_numpy(z), "wan")
+    np.testing.assert_array_equal(np.load(ios.prepare_latents(tmp_path / "z.safetensors", TINY_MANIFEST, tmp_path,
+                                                              "r3")), got)
+    (tmp_path / "raw.bin").write_bytes(got.astype(np.float16).tobytes())
+    assert ios.prepare_latents(tmp_path / "raw.bin", TINY_MANIFEST, tmp_path, "r4").name == "latents-r4.bin"
+    (tmp_path / "short.bin").write_bytes(b"\0" * 10)
+    with pytest.raises(UserError, match="raw latents"):
+        ios.prepare_latents(tmp_path / "short.bin", TINY_MANIFEST, tmp_path, "r5")
+    np.save(tmp_path / "wrong.npy", np.zeros((3, c, h, w), np.float32))
+    with pytest.raises(UserError, match=r"shape \[3, 16, 2, 2\] but the artifact decodes \[2, 16, 2, 2\]"):
+        ios.prepare_latents(tmp_path / "wrong.npy", TINY_MANIFEST, tmp_path, "r6")
+
+
+def test_load_artifact_errors(tmp_path):
+    artifact, manifest_path, manifest = ios.load_artifact(TINY)
+    assert manifest["family"] == "wan" and manifest_path.name == "tiny.manifest.json"
+    with pytest.raises(UserError, match="needs an artifact"):
+        ios.load_artifact(None)
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"x")
+    with pytest.raises(UserError, match="not a Core ML"):
+        ios.load_artifact(onnx)
+    lonely = tmp_path / "lonely.mlpackage"
+    lonely.mkdir()
+    with pytest.raises(UserError, match="manifest not found"):
+        ios.load_artifact(lonely)
+    (tmp_path / "lonely.manifest.json").write_text(json.dumps({**TINY_MANIFEST, "target": "onnx"}))
+    with pytest.raises(UserError, match="onnx artifact"):
+        ios.load_artifact(lonely)
+    (tmp_path / "lonely.manifest.json").write_text("{")
+    with pytest.raises(UserError, match="not a turbovaed manifest"):
+        ios.load_artifact(lonely)
+
+
+# ------------------------------------------------------------------------------------ the flow, faked
+
+
+def _done(stdout: str = "", rc: int = 0, stderr: str = "") -> subprocess.CompletedProcess:
+    return subprocess.CompletedProcess([], rc, stdout, stderr)
+
+
+class FakeXcode:
+    """Answers xcodebuild / xcodegen / xcrun like a Mac with Xcode 16.2 and the app installed would."""
+
+    def __init__(self, root: Path, *, app_error: str | None = None, finish: bool = True,
+                 devices: dict = DEVICES, sims: dict = SIMS, xcode: str = "Xcode 16.2\nBuild version 16C5032a\n"):
+        self.root, self.app_error, self.finish = root, app_error, finish
+        self.devices, self.sims, self.xcode = devices, sims, xcode
+        self.container = root / "container"  # the app's data container (device or simulator)
+        self.calls: list[list[str]] = []
+        self.launched: list[str] | None = None
+
+    def _app_ran(self, args: list[str], kind: str) -> None:
+        self.launched = args
+        opts = dict(zip(args[::2], args[1::2], strict=False))
+        docs = self.container / "Documents"
+        model = docs / opts["-model"]
+        assert model.is_dir() and model.with_name(model.stem + ".manifest.json").is_file(), "inputs not copied"
+        if "-latents" in opts:
+            assert (docs / opts["-latents"]).is_file()
+        out = docs / opts["-output"]
+        if self.app_error:
+            out.with_name(out.name + ".error").write_text(self.app_error + "\n")
+        elif self.finish:
+            out.write_text(json.dumps(app_doc(args, kind)))
+
+    def __call__(self, cmd, timeout=None):
+        cmd = [str(c) for c in cmd]
+        self.calls.append(cmd)
+        if cmd == ["xcodebuild", "-version"]:
+            return _done(self.xcode)
+        if cmd[0] == "xcodegen":
+            (Path(cmd[cmd.index("--project") + 1]) / f"{ios.PROJECT}.xcodeproj").mkdir(exist_ok=True)
+            return _done()
+        if cmd[0] == "xcodebuild":
+            dd = Path(cmd[cmd.index("-derivedDataPath") + 1])
+            ios.built_app(dd, simulator="CODE_SIGNING_ALLOWED=NO" in cmd).mkdir(parents=True, exist_ok=True)
+            return _done()
+        tool, verb = cmd[1], cmd[2]
+        if tool == "simctl":
+            if verb == "list":
+                return _done(json.dumps(self.sims))
+            if verb == "create":
+                return _done("NEW-UDID\n")
+            if verb == "get_app_container":
+                return _done(f"{self.container}\n")
+            if verb == "terminate":
+                return _done(rc=3, stderr="found nothing to terminate")
+            if verb == "launch":
+                self._app_ran(cmd[5:], "ios-simulator")
+                return _done(f"{ios.BUNDLE_ID}: 4242\n")
+            return _done()
+        assert tool == "devicectl"
+        if cmd[2:4] == ["list", "devices"]:
+            Path(cmd[cmd.index("--json-output") + 1]).write_text(json.dumps(self.devices))
+            return _done()
+        if cmd[3:5] == ["copy", "to"]:
+            src, dest = Path(cmd[cmd.index("--source") + 1]), self.container / cmd[cmd.index("--destination") + 1]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(src, dest, dirs_exist_ok=True) if src.is_dir() else shutil.copyfile(src, dest)
+            return _done()
+        if cmd[3:5] == ["copy", "from"]:
+            src = self.container / cmd[cmd.index("--source") + 1]
+            if not src.is_file():
+                return _done(rc=1, stderr="ERROR: The file doesn't exist.")
+            shutil.copyfile(src, cmd[cmd.index("--destination") + 1])
+            return _done()
+        if cmd[3:5] == ["process", "launch"]:
+            self._app_ran(cmd[cmd.index(ios.BUNDLE_ID) + 1:], "iphone16pro")
+            return _done("Launched application with dev.turbovaed.iosbench bundle identifier.\n")
+        return _done()  # install
+
+
+@pytest.fixture
+def fake_mac(tmp_path, monkeypatch):
+    """A fake macOS + Xcode around the real driver; ios_bench sources are copied so nothing is written here."""
+    project = tmp_path / "ios_bench"
+    project.mkdir()
+    shutil.copyfile(IOS_DIR / "project.yml", project / "project.yml")
+    fake = FakeXcode(tmp_path)
+    monkeypatch.setattr(ios, "IOS_BENCH_DIR", project)
+    monkeypatch.setattr(ios, "_host_is_macos", lambda: True)
+    monkeypatch.setattr(ios, "_run", fake)
+    monkeypatch.setattr(ios, "_sleep", lambda s: None)
+    monkeypatch.setattr(ios.shutil, "which", lambda name: f"/opt/homebrew/bin/{name}")
+    monkeypatch.delenv(ios.ENV_TIMEOUT, raising=False)
+    monkeypatch.delenv(ios.ENV_DEVICE, raising=False)
+    monkeypatch.setenv(ios.ENV_TEAM, "ABCDE12345")
+    return fake
+
+
+def test_simulator_flow(cli, fake_mac, tmp_path):
+    out = tmp_path / "sim.json"
+    res = cli("bench", "--device", "iphone16pro", TINY, "--simulator", "--compute-units", "cpuOnly",
+              "--compute-units", "all", "--warmup", "0", "--iters", "3", "--json", out, "--out", tmp_path / "o")
+    assert res.code == 0, res.err
+    doc = json.loads(out.read_text())
+    validate_results(doc)
+    assert [r["label"] for r in doc["results"]] == ["student/coreml-cpuOnly", "student/coreml-all"]
+    assert all(r["device"]["kind"] == "ios-simulator" and "no Neural Engine" in r["notes"] for r in doc["results"])
+    assert doc["results"][0]["model"]["artifact_sha256"] == TINY_MANIFEST["sha256"]
+    verbs = [c[1] if c[0] == "xcodebuild" and len(c) == 2 else " ".join(c[:3]) for c in fake_mac.calls]
+    project = str(tmp_path / "ios_bench" / "TurboVAEDBench.xcodeproj")
+    assert verbs == ["-version", "xcodegen generate --spec", f"xcodebuild -project {project}", "xcrun simctl list",
+                     "xcrun simctl bootstatus", "xcrun simctl install", "xcrun simctl get_app_container",
+                     "xcrun simctl terminate", "xcrun simctl launch"]
+    assert fake_mac.calls[3 + 1] == ["xcrun", "simctl", "bootstatus", "S182", "-b"]
+    assert "CODE_SIGNING_ALLOWED=NO" in fake_mac.calls[2] and "DEVELOPMENT_TEAM=ABCDE12345" not in fake_mac.calls[2]
+    assert fake_mac.launched[fake_mac.launched.index("-deviceKind") + 1] == "ios-simulator"
+    assert "turbovaed bench --device iphone16pro" in res.out and f"wrote {out}" in res.out.replace("\n", "")
+    assert len(list((tmp_path / "o" / "ios").glob("tiny-simulator-*.json"))) == 1  # raw copy kept
+
+
+def test_simulator_is_created_when_missing(cli, fake_mac, tmp_path):
+    fake_mac.sims = {"devices": {}}
+    res = cli("bench", "--device", "iphone16pro", TINY, "--simulator", "--out", tmp_path / "o")
+    assert res.code == 0, res.err
+    assert ["xcrun", "simctl", "bootstatus", "NEW-UDID", "-b"] in fake_mac.calls
+    assert ios.simctl_create_command() in fake_mac.calls
+
+
+def test_device_flow_with_latents(cli, fake_mac, tmp_path):
+    t, c, h, w = TINY_MANIFEST["inputs"][0]["shape"]
+    np.save(tmp_path / "z.npy", np.ones((t, c, h, w), np.float32))
+    out = tmp_path / "dev.json"
+    res = cli("bench", "--device", "iphone16pro", TINY, "--compute-units", "all", "--compute-units",
+              "cpuAndNeuralEngine", "--iters", "4", "--latents", tmp_path / "z.npy", "--json", out,
+              "--out", tmp_path / "o")
+    assert res.code == 0, res.err
+    doc = json.loads(out.read_text())
+    assert [r["runtime"]["compute_units"] for r in doc["results"]] == ["all", "cpuAndNeuralEngine"]
+    assert all(r["device"]["kind"] == "iphone16pro" for r in doc["results"])
+    build = next(c for c in fake_mac.calls if c[0] == "xcodebuild" and "build" in c)
+    assert "generic/platform=iOS" in build and "DEVELOPMENT_TEAM=ABCDE12345" in build
+    assert ["xcrun", "devicectl", "device", "install", "app", "--device", "BBBB",
+            str(ios.built_app(tmp_path / "o" / "ios" / "DerivedData", simulator=False))] in fake_mac.calls
+    copied = [c[c.index("--destination") + 1] for c in fake_mac.calls if c[3:5] == ["copy", "to"]]
+    assert copied[:2] == ["Documents/turbovaed/tiny.mlpackage", "Documents/turbovaed/tiny.manifest.json"]
+    assert re.fullmatch(r"Documents/turbovaed/latents-\w+\.npy", copied[2])
+    assert fake_mac.launched[fake_mac.launched.index("-latents") + 1] == copied[2].removeprefix("Documents/")
+    assert np.load(fake_mac.container / copied[2]).shape == (t, c, h, w)
+
+
+def test_device_selection_by_serial(cli, fake_mac, tmp_path):
+    res = cli("bench", "--device", "iphone16pro", TINY, "--serial", "Old iPhone", "--out", tmp_path / "o")
+    assert res.code == 0, res.err
+    assert any(c[3:5] == ["process", "launch"] and "AAAA" in c for c in fake_mac.calls)
+    res = cli("bench", "--device", "iphone16pro", TINY, "--serial", "Nope", "--out", tmp_path / "o")
+    assert res.code == 2 and "'Nope' not found" in res.err
+
+
+def test_app_failure_and_timeout_are_one_line_errors(cli, fake_mac, tmp_path, monkeypatch):
+    fake_mac.app_error = "Core ML could not load tiny.mlpackage with cpuAndNeuralEngine: bad model"
+    res = cli("bench", "--device", "iphone16pro", TINY, "--simulator", "--out", tmp_path / "o")
+    assert res.code == 2
+    assert res.err.strip().startswith("error: ios_bench on the simulator failed: Core ML could not load")
+    assert len(res.err.strip().splitlines()) == 1
+    fake_mac.app_error, fake_mac.finish = None, False
+    monkeypatch.setenv(ios.ENV_TIMEOUT, "0")
+    res = cli("bench", "--device", "iphone16pro", TINY, "--out", tmp_path / "o")
+    assert res.code == 2 and "no results from ios_bench on Test 16 Pro after 0 s" in res.err
+
+
+def test_old_xcode_and_wrong_inputs(cli, fake_mac, tmp_path):
+    fake_mac.xcode = "Xcode 15.4\nBuild version 15F31d\n"
+    res = cli("bench", "--device", "iphone16pro", TINY, "--simulator", "--out", tmp_path / "o")
+    assert res.code == 2 and "Xcode 15.4 is too old" in res.err
+    res = cli("bench", "--device", "iphone16pro", TINY, "--runtime", "onnxruntime")
+    assert res.code == 2 and "Core ML only" in res.err
+    np.save(tmp_path / "bad.npy", np.zeros((1, 2, 3), np.float32))
+    fake_mac.xcode = "Xcode 16.2\n"
+    res = cli("bench", "--device", "iphone16pro", TINY, "--latents", tmp_path / "bad.npy", "--out", tmp_path / "o")
+    assert res.code == 2 and "but the artifact decodes" in res.err
+    assert not any(c[:2] == ["xcrun", "devicectl"] for c in fake_mac.calls)  # failed before touching the phone
+
+
+# ------------------------------------------------------------------------------------ off macOS
+
+
+def _one_line_error(res) -> str:
+    lines = res.err.strip().splitlines()
+    assert res.code == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.err
+    return lines[0]
+
+
+@pytest.mark.skipif(platform.system() == "Darwin", reason="checks the off-macOS message; on macOS the bench runs")
+def test_off_macos_exit_2_one_line(cli, tmp_path):
+    pkg = tmp_path / "student.mlpackage"
+    pkg.mkdir()
+    line = _one_line_error(cli("bench", "--device", "iphone16pro", pkg))
+    assert "needs macOS with Xcode 16+" in line and "--device host" in line
+    assert "needs macOS" in _one_line_error(cli("bench", "--device", "iphone16pro", pkg, "--simulator"))
+
+
+def test_off_macos_message_on_any_host(cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(ios, "_host_is_macos", lambda: False)
+    monkeypatch.setattr(ios, "_run", lambda *a, **k: pytest.fail("no tool may run off macOS"))
+    pkg = tmp_path / "student.mlpackage"
+    pkg.mkdir()
+    assert "needs macOS with Xcode 16+" in _one_line_error(cli("bench", "--device", "iphone16pro", pkg))
+    with pytest.raises(UserError, match="needs macOS"):
+        ios.bench_mac_swift(ios.BenchOptions(device="mac", artifact=TINY))

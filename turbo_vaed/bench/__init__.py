@@ -1,0 +1,1 @@
+"""Benchmarks: the shared results schema, host runners and device drivers."""

@@ -1,0 +1,1 @@
+"""Distillation of Turbo-VAED students from frozen teachers."""

@@ -1,0 +1,80 @@
+"""Export presets: ``export/<target>.toml`` next to ``models/`` (read with tomllib)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from turbo_vaed.config import MODELS_DIR
+from turbo_vaed.errors import UserError
+from turbo_vaed.lowering import LoweringOptions
+
+PRESETS_DIR = MODELS_DIR.parent / "export"
+TARGETS = ("coreml", "executorch", "onnx")
+DELEGATES = {"coreml": (None,), "executorch": ("xnnpack", "coreml"), "onnx": (None,)}
+PRECISIONS = ("fp16", "fp32")
+
+
+def check_target(target: str | None) -> str:
+    if target not in TARGETS:
+        raise UserError(f"unknown export target '{target}': choose one of {', '.join(TARGETS)} (--target)")
+    return target
+
+
+def load_preset(target: str) -> dict:
+    """The parsed ``export/<target>.toml``."""
+    p = PRESETS_DIR / f"{check_target(target)}.toml"
+    if not p.is_file():
+        raise UserError(f"export preset not found: {p}; reinstall turbovaed or restore export/{target}.toml")
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"export preset {p} is not valid TOML ({e}): fix it") from None
+
+
+def resolve_delegate(target: str, delegate: str | None, preset: dict) -> str | None:
+    if target != "executorch":
+        if delegate not in (None, "null", "none"):
+            raise UserError(f"--delegate applies to --target executorch only, not {target}: drop it")
+        return None
+    d = delegate or preset.get("delegate", "xnnpack")
+    if d not in DELEGATES["executorch"]:
+        raise UserError(f"unknown ExecuTorch delegate '{d}': use xnnpack (Android CPU) or coreml (iOS)")
+    return d
+
+
+def resolve_precision(precision: str | None, preset: dict, delegate: str | None) -> str:
+    p = precision
+    if p is None:
+        val = preset.get("precision", "fp32")
+        p = val.get(delegate or "", "fp32") if isinstance(val, dict) else val
+    if p not in PRECISIONS:
+        raise UserError(f"unknown precision '{p}': use fp16 or fp32")
+    return p
+
+
+def resolve_latent_frames(latent_frames: int | None, preset: dict, res: str) -> int:
+    if latent_frames is None:
+        table = preset.get("latent_frames", {})
+        latent_frames = int(table.get(res, table.get("default", 2)))
+    if not isinstance(latent_frames, int) or latent_frames < 1 or latent_frames > 64:
+        raise UserError(f"--latent-frames must be between 1 and 64, got {latent_frames}")
+    return latent_frames
+
+
+def lowering_options(preset: dict, delegate: str | None, precision: str) -> LoweringOptions:
+    """The preset's :class:`LoweringOptions` (``fp16_safe = "auto"``: on for fp16)."""
+    low = dict(preset.get("lowering", {}))
+    if delegate is not None and isinstance(low.get(delegate), dict):
+        low = dict(low[delegate])
+    low = {k: v for k, v in low.items() if not isinstance(v, dict)}
+    safe = low.pop("fp16_safe", "auto")
+    fp16_safe = precision == "fp16" if safe == "auto" else bool(safe)
+    try:
+        return LoweringOptions(fp16_safe=fp16_safe, **low)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"export preset [lowering] is invalid ({e}): fix export/*.toml") from None
+
+
+def preset_path(target: str) -> Path:
+    return PRESETS_DIR / f"{target}.toml"

