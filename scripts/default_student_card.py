@@ -33,7 +33,8 @@ reference teacher (`models/reference`, family `wan`). Config `models/wan-referen
 | losses | pixel L1 {w_pixel}, output distillation L1 {w_output}, feature distillation {w_feature} at stages \
 {stages}; perceptual off (no local LPIPS weights), adversarial off |
 | schedule | {steps} steps, batch {batch}, {res}x{res} crops of {frames} frames, AdamW lr {lr}, EMA {ema} |
-| wall time | {wall_min:.1f} min on the 2-core x86_64 CPU machine (shared with other jobs) |
+| wall time | {wall_min:.1f} min on the 2-core x86_64 CPU machine (shared with other jobs; {sessions} session(s), \
+resumed with `--resume`) |
 
 ## Held-out evaluation ({eval_frames} frames of `{clip}`, {w}x{h}; `turbovaed eval`)
 
@@ -64,13 +65,16 @@ def main() -> None:
     run = Path(args.run)
     cfg = json.loads((run / "distill.json").read_text())
     rows = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    # time_s restarts when a run is resumed: sum the last time of each session
+    ends = [a["time_s"] for a, b in zip(rows, rows[1:] + [None], strict=True) if b is None or b["time_s"] < a["time_s"]]
+    wall = sum(ends)
     shutil.copy(run / "student.safetensors", DEFAULT_STUDENT)
     student = load_student(DEFAULT_STUDENT, "wan")
     teacher = load_teacher("wan", "reference")
     r = evaluate_clip(student, teacher, load_eval_clip(shipped_clip(HELDOUT_CLIP), "wan", DEMO_FRAMES))
     r = {k: round(v, 4) for k, v in r.items()}
     card = {"clip": HELDOUT_CLIP, "frames": DEMO_FRAMES, **r, "steps": rows[-1]["step"],
-            "wall_seconds": rows[-1]["time_s"], "command": args.command, "distill": cfg}
+            "wall_seconds": round(wall, 1), "command": args.command, "distill": cfg}
     (DEFAULT_STUDENT.parent / "student_card.json").write_text(json.dumps(card, indent=1))
     pt = teacher_decoder_parameters(teacher)
     ps = count_parameters(student)
@@ -79,7 +83,7 @@ def main() -> None:
         params_k=ps / 1e3, ratio=ps / pt, teacher_k=pt / 1e3, clip=HELDOUT_CLIP, w_pixel=cfg["w_pixel"],
         w_output=cfg["w_output"], w_feature=cfg["w_feature"], stages=cfg["feature_stages"], steps=rows[-1]["step"],
         batch=cfg["batch"], res=cfg["res"], frames=1 + 4 * (cfg["latent_frames"] - 1), lr=cfg["lr"], ema=cfg["ema"],
-        wall_min=rows[-1]["time_s"] / 60, eval_frames=DEMO_FRAMES, w=176, h=144, t_psnr=r["teacher_psnr"],
+        wall_min=wall / 60, sessions=len(ends), eval_frames=DEMO_FRAMES, w=176, h=144, t_psnr=r["teacher_psnr"],
         t_ssim=r["teacher_ssim"], s_psnr=r["student_psnr"], s_ssim=r["student_ssim"], r_psnr=r["psnr_retention"],
         r_ssim=r["ssim_retention"], svt=r["student_vs_teacher_psnr"], command=cmd, run=run,
     )

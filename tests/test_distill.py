@@ -100,3 +100,33 @@ def test_bad_input(cli, tiny_setup, tmp_path):
     res = cli("eval", "--checkpoint", ck, "--teacher", tiny_setup / "teacher", "--frames", "5")
     assert res.code == 2 and "hunyuan student" in res.err, res.err
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+class _TinyPerceptual(torch.nn.Module):
+    """A stand-in perceptual net (fixed random conv features), saved as TorchScript like a real LPIPS."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (self.conv(x) - self.conv(y)).abs().mean(dim=(1, 2, 3))
+
+
+def test_perceptual_adversarial_accum_checkpointing(cli, tiny_setup, tmp_path):
+    lp = tmp_path / "lpips.pt"
+    torch.jit.save(torch.jit.script(_TinyPerceptual()), str(lp))
+    res = _distill(cli, tiny_setup, tmp_path / "run", "--steps", "2", "--lpips", lp, "--w-lpips", "0.5",
+                   "--w-adv", "0.1", "--adv-start", "1", "--accum", "2", "--grad-checkpointing")
+    assert res.code == 0, res.err
+    rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert "lpips" in rows[0] and rows[0]["lpips"] > 0 and "adv" not in rows[0]
+    assert "adv" in rows[1] and "disc" in rows[1]
+    assert "perceptual loss: off" not in res.out
+    out = tmp_path / "eval.json"
+    res = cli("eval", "--checkpoint", tmp_path / "run" / "student.safetensors", "--teacher", tiny_setup / "teacher",
+              "--frames", "5", "--lpips", lp, "--json", out)
+    assert res.code == 0, res.err
+    data = json.loads(out.read_text())
+    assert data["skipped"] == ["rfvd"] and data["mean"]["student_lpips"] > 0

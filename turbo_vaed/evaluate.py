@@ -31,8 +31,9 @@ def load_eval_clip(path: Path, family: str, frames: int, max_side: int | None = 
 
 
 @torch.inference_mode()
-def evaluate_clip(student: TurboVAEDDecoder, teacher: torch.nn.Module, video: torch.Tensor) -> dict:
-    """PSNR/SSIM of teacher and student reconstructions vs. the input, and student/teacher retention."""
+def evaluate_clip(student: TurboVAEDDecoder, teacher: torch.nn.Module, video: torch.Tensor,
+                  perceptual: torch.nn.Module | None = None) -> dict:
+    """PSNR/SSIM (and LPIPS when a perceptual net is given) of teacher and student vs. the input."""
     z = teacher_encode(teacher, video)
     rec_t = teacher_decode(teacher, z)
     rec_s = student(z)
@@ -41,6 +42,9 @@ def evaluate_clip(student: TurboVAEDDecoder, teacher: torch.nn.Module, video: to
         "student_psnr": psnr(rec_s, video), "student_ssim": ssim(rec_s, video),
         "student_vs_teacher_psnr": psnr(rec_s, rec_t),
     }
+    if perceptual is not None:
+        r["teacher_lpips"] = float(perceptual(rec_t, video))
+        r["student_lpips"] = float(perceptual(rec_s, video))
     r["psnr_retention"] = r["student_psnr"] / r["teacher_psnr"]
     r["ssim_retention"] = r["student_ssim"] / r["teacher_ssim"]
     return r

@@ -116,6 +116,7 @@ def eval_cmd(
     family: Optional[str] = typer.Option(None, "--family", "-f"),
     frames: int = typer.Option(33, "--frames", help="Frames per clip (from the start; rounded to 1 + t*k)."),
     max_side: Optional[int] = typer.Option(None, "--max-side", help="Downscale clips larger than this."),
+    lpips: Optional[Path] = typer.Option(None, "--lpips", help="TorchScript LPIPS file (else LPIPS is skipped)."),
     json_path: Optional[Path] = typer.Option(None, "--json"),
     threads: int = typer.Option(2, "--threads"),
 ) -> None:
@@ -143,10 +144,13 @@ def eval_cmd(
         warnings.simplefilter("ignore")
         student = resolve_student(fam, str(checkpoint) if checkpoint else None, teacher)
         vae = resolve_teacher(teacher, fam)
+    from turbo_vaed.distill.losses import Perceptual
+
+    perceptual = Perceptual(lpips) if lpips else None
     rows = []
     with console.status("evaluating"):
         for p in paths:
-            r = evaluate_clip(student, vae, load_eval_clip(p, fam, frames, max_side))
+            r = evaluate_clip(student, vae, load_eval_clip(p, fam, frames, max_side), perceptual)
             rows.append({"clip": p.name, **r})
     mean = summarize(rows)
     t = Table(title=f"eval: {fam} student vs. teacher ({len(rows)} clip(s), {frames} frames)")
@@ -158,9 +162,14 @@ def eval_cmd(
                   f"{r['teacher_ssim']:.4f}", f"{r['student_ssim']:.4f}", f"{r['ssim_retention']:.1%}",
                   f"{r['student_vs_teacher_psnr']:.2f}")
     console.print(t)
-    console.print("skipped: LPIPS (not computed by eval; no local weights option yet), rFVD (needs local I3D weights)")
+    skipped = ["rfvd"] if perceptual else ["lpips", "rfvd"]
+    if perceptual:
+        console.print(f"LPIPS ({lpips.name}): teacher {mean['teacher_lpips']:.4f}, student {mean['student_lpips']:.4f}")
+    console.print("skipped: " + ", ".join({"lpips": "LPIPS (pass --lpips FILE)",
+                                            "rfvd": "rFVD (needs local I3D weights; not supported yet)"}[s]
+                                           for s in skipped))
     if json_path:
         write_json(json_path, {"schema": "turbovaed.eval/1", "family": fam, "frames": frames,
                                "checkpoint": str(checkpoint) if checkpoint else "built-in", "clips": rows,
-                               "mean": mean, "skipped": ["lpips", "rfvd"]})
+                               "mean": mean, "skipped": skipped})
         console.print(f"wrote {json_path}")
