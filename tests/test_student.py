@@ -84,3 +84,15 @@ def test_student_is_causal_in_time():
     # frames from latent frames 0..2 (1 + 4*2 = 9 frames) do not see latent frame 3
     assert torch.allclose(a[:, :, :9], b[:, :, :9])
     assert not torch.allclose(a[:, :, 9:], b[:, :, 9:])
+
+
+def test_check_latents_one_line_errors():
+    from turbo_vaed.errors import UserError
+
+    student = small_student("wan")
+    student.check_latents(latents_for("wan"))
+    for bad, needle in [(torch.zeros(16, 3, 2, 2), "rank 5"), (torch.zeros(1, 8, 3, 2, 2), "8 channels")]:
+        with pytest.raises(UserError, match=needle):
+            student.check_latents(bad)
+    with pytest.raises(UserError, match="expects"):
+        student.check_latents(latents_for("wan"), spatial=(4, 4))

@@ -142,17 +142,9 @@ class TurboVAEDDecoder(nn.Module):
 
     def check_latents(self, z: torch.Tensor, spatial: tuple[int, int] | None = None) -> None:
         """Raise a one-line :class:`UserError` if ``z`` is not (B, C, T, h, w) for this family."""
-        fam = self.family
-        if z.dim() != 5:
-            raise UserError(
-                f"latents must have rank 5 (batch, {fam.latent_channels}, frames, height, width), "
-                f"got shape {tuple(z.shape)}: add the batch axis or use the {fam.name} encoder's output"
-            )
-        if z.shape[1] != fam.latent_channels:
-            raise UserError(
-                f"latents have {z.shape[1]} channels but family {fam.name} expects "
-                f"{fam.latent_channels}: pick the family that made them (--family)"
-            )
+        from turbo_vaed.latents_io import check_latent_geometry
+
+        check_latent_geometry(z, self.family.name)
         if spatial is not None and tuple(z.shape[-2:]) != tuple(spatial):
             raise UserError(f"latents are {tuple(z.shape[-2:])} but this artifact expects {tuple(spatial)}")
 
