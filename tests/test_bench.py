@@ -465,3 +465,18 @@ def test_bench_mac_flow_with_a_stand_in_runner(tiny, tmp_path, monkeypatch):
     assert [c["candidate"] for c in doc["comparisons"]] == ["student/coreml-all", "student/coreml-cpuAndNeuralEngine"]
     with pytest.raises(UserError, match="--device host"):
         mac.bench_mac(BenchOptions(device="mac", artifact=art, runtimes=("onnxruntime",)))
+
+
+def test_dead_bench_process_is_one_line_exit_2(cli, monkeypatch):
+    import turbo_vaed.bench.host as host
+    from turbo_vaed.bench.measure import BenchError
+
+    def boom(opts):
+        raise BenchError("student/onnxruntime: the bench process exited with code -9: killed by a signal\n"
+                         "(out of memory? try a smaller --res)")
+
+    monkeypatch.setattr(host, "bench_host", boom)
+    res = cli("bench", "--device", "host", "--res", "256p")
+    assert res.code == 2
+    lines = res.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: benchmark failed:") and "smaller --res" in lines[0]

@@ -86,12 +86,17 @@ def bench(
     )
     if artifact is not None and not artifact.exists():
         raise UserError(f"artifact not found: {artifact}; export one with `turbovaed export`")
-    if suite:
-        from turbo_vaed.bench.suite import run_suite
+    from turbo_vaed.bench.measure import BenchError
 
-        run_suite(opts)
-        return
-    doc = _driver(device)(opts)
+    try:
+        if suite:
+            from turbo_vaed.bench.suite import run_suite
+
+            run_suite(opts)
+            return
+        doc = _driver(device)(opts)
+    except BenchError as e:  # a measurement process died (e.g. out of memory): one line, exit 2
+        raise UserError(f"benchmark failed: {e}") from None
     from turbo_vaed.bench.report import print_results
     from turbo_vaed.jsonio import write_json
 
