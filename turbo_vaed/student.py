@@ -8,6 +8,7 @@ from torch import nn
 
 from turbo_vaed.config import StageConfig, StudentConfig
 from turbo_vaed.errors import UserError
+from turbo_vaed.latents_io import check_latent_geometry
 
 
 class RMSNorm(nn.Module):
@@ -142,8 +143,6 @@ class TurboVAEDDecoder(nn.Module):
 
     def check_latents(self, z: torch.Tensor, spatial: tuple[int, int] | None = None) -> None:
         """Raise a one-line :class:`UserError` if ``z`` is not (B, C, T, h, w) for this family."""
-        from turbo_vaed.latents_io import check_latent_geometry
-
         check_latent_geometry(z, self.family.name)
         if spatial is not None and tuple(z.shape[-2:]) != tuple(spatial):
             raise UserError(f"latents are {tuple(z.shape[-2:])} but this artifact expects {tuple(spatial)}")

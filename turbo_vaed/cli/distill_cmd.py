@@ -162,14 +162,14 @@ def eval_cmd(
                   f"{r['teacher_ssim']:.4f}", f"{r['student_ssim']:.4f}", f"{r['ssim_retention']:.1%}",
                   f"{r['student_vs_teacher_psnr']:.2f}")
     console.print(t)
-    skipped = ["rfvd"] if perceptual else ["lpips", "rfvd"]
+    skipped = {"rfvd": "rFVD (needs local I3D weights; not supported yet)"}
     if perceptual:
         console.print(f"LPIPS ({lpips.name}): teacher {mean['teacher_lpips']:.4f}, student {mean['student_lpips']:.4f}")
-    console.print("skipped: " + ", ".join({"lpips": "LPIPS (pass --lpips FILE)",
-                                            "rfvd": "rFVD (needs local I3D weights; not supported yet)"}[s]
-                                           for s in skipped))
+    else:
+        skipped = {"lpips": "LPIPS (pass --lpips FILE)", **skipped}
+    console.print("skipped: " + ", ".join(skipped.values()))
     if json_path:
         write_json(json_path, {"schema": "turbovaed.eval/1", "family": fam, "frames": frames,
                                "checkpoint": str(checkpoint) if checkpoint else "built-in", "clips": rows,
-                               "mean": mean, "skipped": skipped})
+                               "mean": mean, "skipped": list(skipped)})
         console.print(f"wrote {json_path}")
