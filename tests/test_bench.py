@@ -305,7 +305,7 @@ def test_suite_small_writes_report(tiny, tmp_path):
 
     opts = BenchOptions(family="wan", checkpoint=tiny["ckpt"], teacher=str(tiny["teacher"]),
                         runtimes=("torch", "torch-lowered"), warmup=0, iters=2, threads=1, out_dir=tmp_path / "suite",
-                        latent_frames=T,
+                        latent_frames=T + 1,
                         extra={"suite_res": ["64x64"], "suite_fast_res": ["64x32"], "suite_teacher_res": ["64x64"],
                                "suite_fps_res": "64x64", "isolate": False, "console": Console(width=200)})
     summary = run_suite(opts)
@@ -319,6 +319,9 @@ def test_suite_small_writes_report(tiny, tmp_path):
     fast = load_results(files[1])
     assert [r["runtime"]["name"] for r in fast["results"]] == [best["runtime"]["name"]]
     assert fast["results"][0]["model"]["width"] == 64 and fast["results"][0]["model"]["height"] == 32
+    # every-runtime runs decode --latent-frames; the fastest-runtime run at the large preset one preset chunk
+    assert doc["results"][0]["model"]["latent_shape"][2] == T + 1
+    assert fast["results"][0]["model"]["latent_shape"][2] == 2  # export/onnx.toml [latent_frames] default
     md = (tmp_path / "suite" / "BENCHMARKS.md").read_text()
     for needle in ("## Machine", "torch 2.", "## Results", "## Targets", "## Reproduce", "--family wan",
                    f"{summary['ratios'][0]['ratio']:.1f}x"):
@@ -333,6 +336,14 @@ def test_suite_rejects_checkpoint_for_many_families(tiny):
         plan_suite(BenchOptions(checkpoint=tiny["ckpt"]))
     p = plan_suite(BenchOptions(family="ltx", out_dir=Path("x")))
     assert p.families == ("ltx",) and p.resolutions == ("256p", "480p") and p.fast_resolutions == ("720p",)
+
+
+def test_suite_large_preset_uses_export_chunk():
+    from turbo_vaed.bench.suite import chunk_latent_frames
+
+    assert chunk_latent_frames("onnxruntime", "720p", 3) == 2  # export/onnx.toml: "720p" = 2
+    assert chunk_latent_frames("executorch", "480p", 3) == 3
+    assert chunk_latent_frames("torch", "720p", 1) == 1  # never more than asked for
 
 
 # ---------------------------------------------------------------- ONNX Runtime and ExecuTorch (need the exporters)

@@ -69,12 +69,24 @@ def _teacher_for(opts: BenchOptions, family: str) -> str:
     return "random"
 
 
+def chunk_latent_frames(runtime: str, res: str, requested: int) -> int:
+    """Latent frames for a large-preset run: the export preset's chunk for ``runtime`` at ``res``, at most
+    ``requested`` (a phone decodes 720p in chunks; a whole 3-frame 720p decode in fp32 can exhaust RAM)."""
+    from turbo_vaed.bench.host import EXPORT_TARGET
+    from turbo_vaed.exporters.presets import load_preset, resolve_latent_frames
+
+    target = EXPORT_TARGET.get(runtime, ("onnx",))[0]
+    return min(requested, resolve_latent_frames(None, load_preset(target), res))
+
+
 def _bench_one(opts: BenchOptions, plan: SuitePlan, family: str, res: str, runtimes: tuple[str, ...],
                fast: bool = False) -> dict:
     from turbo_vaed.bench.host import bench_host
     from turbo_vaed.bench.report import print_results
     from turbo_vaed.jsonio import write_json
 
+    if fast:  # the fastest runtime at the large presets decodes one preset chunk, as the exported app would
+        opts = replace(opts, latent_frames=chunk_latent_frames(runtimes[0], res, opts.latent_frames))
     sub = replace(opts, family=family, res=res, runtimes=runtimes, vs_teacher=res in plan.teacher_resolutions,
                   teacher=_teacher_for(opts, family), json_path=None, artifact=None, out_dir=plan.out_dir / "artifacts",
                   extra={"teacher_warmup": 0, "teacher_iters": 1, **opts.extra})
@@ -262,6 +274,8 @@ def render_markdown(plan: SuitePlan, s: dict, opts: BenchOptions) -> str:
              f"{get_family('ltx').frames_out(opts.latent_frames)} for LTX); fp32 throughout;",
              "- each runtime runs in a fresh process: peak memory is that process's peak resident set (VmHWM), "
              "which includes Python and the runtime libraries;",
+             "- the fastest-runtime rows at the large presets (720p) decode one export-preset chunk "
+             "(`[latent_frames]` in `export/<target>.toml`, e.g. 2 latent frames at 720p), as the phone apps do;",
              (f"- student: `{opts.checkpoint}`" if opts.checkpoint else
               "- students: `models/<family>.json` with random weights") +
              ("; teachers: the diffusers default config with random weights" if opts.teacher in ("reference", "random")
