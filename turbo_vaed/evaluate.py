@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from turbo_vaed.families import get_family
+from turbo_vaed.fvd import RFVD
 from turbo_vaed.metrics import psnr, ssim
 from turbo_vaed.student import TurboVAEDDecoder
 from turbo_vaed.teachers import teacher_decode, teacher_encode
@@ -32,11 +33,17 @@ def load_eval_clip(path: Path, family: str, frames: int, max_side: int | None = 
 
 @torch.inference_mode()
 def evaluate_clip(student: TurboVAEDDecoder, teacher: torch.nn.Module, video: torch.Tensor,
-                  perceptual: torch.nn.Module | None = None) -> dict:
-    """PSNR/SSIM (and LPIPS when a perceptual net is given) of teacher and student vs. the input."""
+                  perceptual: torch.nn.Module | None = None, rfvd: RFVD | None = None) -> dict:
+    """PSNR/SSIM (and LPIPS when a perceptual net is given) of teacher and student vs. the input.
+
+    With ``rfvd``, the clip's ground truth and both reconstructions also go into its I3D feature sets.
+    """
     z = teacher_encode(teacher, video)
     rec_t = teacher_decode(teacher, z)
     rec_s = student(z)
+    if rfvd is not None:
+        for name, v in (("ground_truth", video), ("teacher", rec_t), ("student", rec_s)):
+            rfvd.add(name, v)
     r = {
         "teacher_psnr": psnr(rec_t, video), "teacher_ssim": ssim(rec_t, video),
         "student_psnr": psnr(rec_s, video), "student_ssim": ssim(rec_s, video),

