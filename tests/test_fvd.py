@@ -217,3 +217,5 @@ def test_eval_cli_reports_rfvd_of_the_default_student(i3d_weights, cli, tmp_path
     assert m["rfvd_windows"] == card["rfvd_windows"] == 18  # 33 frames, 16-frame windows, stride 1
     for k in ("teacher_rfvd", "student_rfvd"):
         assert m[k] == pytest.approx(card[k], rel=0.01), k
+    for k in ("teacher_psnr", "student_psnr"):
+        assert abs(m[k] - card[k]) <= 0.3, k
