@@ -151,6 +151,12 @@ def test_bad_weight_files(tmp_path, cli):
     tgz.write_bytes(b"not gzip")
     with pytest.raises(UserError, match="cannot read"):
         load_i3d(tgz)
+    from safetensors.torch import save_file
+
+    wrong = tmp_path / "wrong.safetensors"
+    save_file({"conv1.conv.weight": torch.zeros(64, 3, 3, 3, 3)}, str(wrong))
+    with pytest.raises(UserError, match="do not fit"):
+        load_i3d(wrong)
     res = cli("eval", "--i3d", tmp_path / "none.tar.gz")
     assert res.code == 2 and "I3D weights not found" in res.err and "Traceback" not in res.err
     out = tmp_path / "conv.safetensors"

@@ -227,15 +227,14 @@ def load_i3d(path: str | Path) -> InceptionI3d:
     """The Kinetics-400 I3D in eval mode with weights from ``path`` (see :func:`load_i3d_state_dict`)."""
     model = InceptionI3d()
     sd = load_i3d_state_dict(path)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # a shape mismatch
+        raise UserError(f"I3D weights {path} do not fit the network ({str(e).splitlines()[-1].strip()}): "
+                        "rerun turbovaed i3d-convert") from None
     if missing or unexpected:
         raise UserError(f"I3D weights {path} do not fit the network (missing {list(missing)[:3]}, unexpected "
                         f"{list(unexpected)[:3]}): rerun turbovaed i3d-convert")
-    try:
-        model.load_state_dict(sd)
-    except RuntimeError as e:
-        raise UserError(f"I3D weights {path} do not fit the network ({str(e).splitlines()[-1].strip()}): "
-                        "rerun turbovaed i3d-convert") from None
     return model.eval().requires_grad_(False)
 
 
