@@ -65,6 +65,13 @@ def test_windows_and_resize():
         windows(v[:, :, :15])
     with pytest.raises(UserError, match="fvd-stride"):
         windows(v, stride=0)
+    with pytest.raises(UserError, match="fvd-stride"):
+        RFVD(torch.nn.Identity(), stride=0)
+
+
+def test_eval_rfvd_bad_options_exit_2_before_decoding(cli, tmp_path):
+    res = cli("eval", "--i3d", tmp_path / "any.tar.gz", "--frames", "16")  # wan: 16 -> 13 frames (1 + 4t)
+    assert res.code == 2 and "--frames 16 gives 13" in res.err and "Traceback" not in res.err
 
 
 # ---------------------------------------------------------------- the I3D port
@@ -191,6 +198,8 @@ def test_convert_cli_round_trip(i3d_weights, tmp_path, cli):
         assert torch.equal(sa[k], sb[k]), k
     res = cli("i3d-convert", out)
     assert res.code == 2 and "already converted" in res.err
+    res = cli("eval", "--i3d", out, "--fvd-stride", "0")
+    assert res.code == 2 and "--fvd-stride must be >= 1" in res.err
 
 
 def test_rfvd_of_identical_and_degraded_video(i3d_weights):

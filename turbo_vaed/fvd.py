@@ -9,8 +9,6 @@ estimate: compare rFVD values within one run (same clips, same windows), not wit
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -34,10 +32,15 @@ def resize_for_i3d(video: torch.Tensor, size: int = SIZE) -> torch.Tensor:
     return x.reshape(b, f, c, size, size).transpose(1, 2).clamp(-1, 1)
 
 
-def windows(video: torch.Tensor, length: int = WINDOW, stride: int = 1) -> torch.Tensor:
-    """All ``length``-frame windows ``stride`` frames apart: (B, 3, F, H, W) -> (N, 3, length, H, W)."""
+def check_stride(stride: int) -> int:
     if stride < 1:
         raise UserError(f"--fvd-stride must be >= 1, got {stride}")
+    return stride
+
+
+def windows(video: torch.Tensor, length: int = WINDOW, stride: int = 1) -> torch.Tensor:
+    """All ``length``-frame windows ``stride`` frames apart: (B, 3, F, H, W) -> (N, 3, length, H, W)."""
+    check_stride(stride)
     f = video.shape[2]
     if f < length:
         raise UserError(f"rFVD needs clips of at least {length} frames, got {f}: pass --frames >= {length + 1}")
@@ -74,13 +77,12 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 class RFVD:
     """Collects I3D logits per decoder over clips; :meth:`scores` gives each decoder's rFVD to ground truth."""
 
-    def __init__(self, i3d: torch.nn.Module, stride: int = 1, batch: int = 4,
-                 features: Callable[..., np.ndarray] = i3d_logits) -> None:
-        self.i3d, self.stride, self.batch, self._features = i3d, stride, batch, features
+    def __init__(self, i3d: torch.nn.Module, stride: int = 1, batch: int = 4) -> None:
+        self.i3d, self.stride, self.batch = i3d, check_stride(stride), batch
         self.feats: dict[str, list[np.ndarray]] = {}
 
     def add(self, name: str, video: torch.Tensor) -> None:
-        self.feats.setdefault(name, []).append(self._features(self.i3d, video, self.stride, self.batch))
+        self.feats.setdefault(name, []).append(i3d_logits(self.i3d, video, self.stride, self.batch))
 
     def scores(self, reference: str = "ground_truth") -> dict[str, float | int]:
         """``{<name>_rfvd: distance to the reference}`` for every other name, plus ``rfvd_windows``."""

@@ -153,14 +153,16 @@ def eval_cmd(
     perceptual = Perceptual(lpips) if lpips else None
     rfvd = None
     if i3d is not None:
+        from turbo_vaed.families import get_family
         from turbo_vaed.fvd import RFVD, WINDOW
         from turbo_vaed.i3d import load_i3d
 
-        if frames < WINDOW:
-            raise UserError(f"rFVD needs at least {WINDOW} frames per clip, got --frames {frames}: raise --frames")
-        if fvd_stride < 1:
-            raise UserError(f"--fvd-stride must be >= 1, got {fvd_stride}")
-        rfvd = RFVD(load_i3d(i3d), stride=fvd_stride)
+        # fail before decoding: clips are cut to the family's frame count (1 + t*k), then windowed
+        usable = get_family(fam).valid_frame_count(frames)
+        if usable < WINDOW:
+            raise UserError(f"rFVD needs at least {WINDOW} frames per clip, --frames {frames} gives {usable} "
+                            f"for {fam}: raise --frames")
+        rfvd = RFVD(load_i3d(i3d), stride=fvd_stride)  # checks the stride
     rows = []
     with console.status("evaluating"):
         for p in paths:
