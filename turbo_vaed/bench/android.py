@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from turbo_vaed.bench.options import BenchOptions
+from turbo_vaed.bench.options import EXPORT_TARGET, BenchOptions
 from turbo_vaed.bench.schema import load_results
 from turbo_vaed.errors import UserError
 
@@ -38,7 +38,7 @@ DEFAULT_TIMEOUT_S = 900.0
 GONE_POLLS = 5  # polls (about a second apart) without the app process before the run counts as crashed
 ANDROID_BENCH_DIR = Path(__file__).resolve().parents[2] / "android_bench"
 RUNTIME_BY_SUFFIX = {".pte": "executorch", ".onnx": "onnxruntime", ".ort": "onnxruntime"}
-TARGET_BY_RUNTIME = {"executorch": "executorch", "onnxruntime": "onnx"}
+TARGET_BY_RUNTIME = {rt: EXPORT_TARGET[rt][0] for rt in ("executorch", "onnxruntime")}
 
 Runner = Callable[[Sequence[str], float], subprocess.CompletedProcess]
 

@@ -18,17 +18,14 @@ from rich.console import Console
 
 from turbo_vaed.bench.collect import Planned, make_doc, result_entry, run_planned, teacher_comparisons
 from turbo_vaed.bench.measure import Job
-from turbo_vaed.bench.options import BenchOptions
+from turbo_vaed.bench.options import EXPORT_TARGET, BenchOptions
 from turbo_vaed.bench.stats import host_device
 from turbo_vaed.errors import UserError
 from turbo_vaed.families import RESOLUTIONS, get_family, resolve_resolution
+from turbo_vaed.runtimes import RUNTIME_OF_EXT
 from turbo_vaed.student import TurboVAEDDecoder
 
 HOST_RUNTIMES = ("torch", "torch-lowered", "onnxruntime", "executorch")
-RUNTIME_OF_EXT = {".onnx": "onnxruntime", ".ort": "onnxruntime", ".pte": "executorch", ".mlpackage": "coreml"}
-# runtime -> (export target, delegate, artifact extension)
-EXPORT_TARGET = {"onnxruntime": ("onnx", None, ".onnx"), "executorch": ("executorch", "xnnpack", ".pte"),
-                 "coreml": ("coreml", None, ".mlpackage")}
 
 
 def console_for(opts: BenchOptions) -> Console:

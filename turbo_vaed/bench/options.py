@@ -8,6 +8,9 @@ from pathlib import Path
 DEVICES = ("host", "mac", "iphone16pro", "android")
 RUNTIMES = ("torch", "torch-lowered", "onnxruntime", "executorch", "coreml")
 COMPUTE_UNITS = ("all", "cpuAndNeuralEngine", "cpuAndGPU", "cpuOnly")
+# runtime -> (export target, delegate, artifact suffix) of the artifact it runs
+EXPORT_TARGET = {"onnxruntime": ("onnx", None, ".onnx"), "executorch": ("executorch", "xnnpack", ".pte"),
+                 "coreml": ("coreml", None, ".mlpackage")}
 
 
 @dataclass

@@ -72,7 +72,7 @@ def _teacher_for(opts: BenchOptions, family: str) -> str:
 def chunk_latent_frames(runtime: str, res: str, requested: int) -> int:
     """Latent frames for a large-preset run: the export preset's chunk for ``runtime`` at ``res``, at most
     ``requested`` (a phone decodes 720p in chunks; a whole 3-frame 720p decode in fp32 can exhaust RAM)."""
-    from turbo_vaed.bench.host import EXPORT_TARGET
+    from turbo_vaed.bench.options import EXPORT_TARGET
     from turbo_vaed.exporters.presets import load_preset, resolve_latent_frames
 
     target = EXPORT_TARGET.get(runtime, ("onnx",))[0]
