@@ -46,7 +46,7 @@ def small_teacher(family: str):
 
 def small_student(family: str, width: float = 0.125):
     from turbo_vaed.config import load_student_config
-    from turbo_vaed.student import TurboVAEDDecoder
+    from turbo_vaed.decoders.student_model import TurboVAEDDecoder
 
     torch.manual_seed(0)
     return TurboVAEDDecoder(load_student_config(family).scaled(width, 1)).eval()

@@ -386,11 +386,15 @@ def _artifact(tmp_path: Path, name: str = "wan-256p.pte", target: str = "executo
     art = tmp_path / name
     art.write_bytes(b"\0" * 64)
     manifest = {
-        "schema": "turbovaed.manifest/1", "name": art.stem, "artifact": art.name, "target": target,
+        "schema": "turbovaed.manifest/2", "name": art.stem, "artifact": art.name, "target": target,
         "delegate": "xnnpack" if target == "executorch" else None, "preset": "256p", "family": "wan",
         "width": 256, "height": 256, "latent_frames": 3, "output_frames": 9, "precision": "fp32",
         "inputs": [{"name": "latents", "shape": [3, 16, 4, 4], "dtype": "float32"}],
         "outputs": [{"name": "frames", "shape": [9, 3, 32, 32], "dtype": "float32"}],
+        "decoder": {"arch": "student", "config": {}, "checkpoint": "random"}, "toolchain": {},
+        "report": {"op_counts": {}, "max_rank": 4, "slow_path_ops": [], "partitions": 1, "non_delegated_ops": {},
+                   "weights_bytes": 0, "gflops_per_frame": None},
+        "parity": None, "size_bytes": 64, "sha256": None, "created": "2026-12-01T00:00:00Z",
     }
     art.with_name(f"{art.stem}.manifest.json").write_text(json.dumps(manifest))
     return art

@@ -352,7 +352,7 @@ def test_suite_large_preset_uses_export_chunk():
 @pytest.fixture(scope="module")
 def all_run(tiny):
     pytest.importorskip("turbo_vaed.exporters")
-    pytest.importorskip("turbo_vaed.runtimes")
+    pytest.importorskip("turbo_vaed.targets")
     from turbo_vaed.cli import run
 
     out = tiny["dir"] / "all_run.json"
@@ -390,7 +390,7 @@ def test_artifact_argument_and_reuse(cli, all_run, tiny):
 
 def test_demo_bench_stage(tiny, tmp_path):
     pytest.importorskip("turbo_vaed.exporters")
-    pytest.importorskip("turbo_vaed.runtimes")
+    pytest.importorskip("turbo_vaed.targets")
     from rich.console import Console
 
     from turbo_vaed.bench.demo_stage import bench_stage
@@ -407,7 +407,7 @@ def test_demo_bench_stage(tiny, tmp_path):
 def test_lowered_runtimes_match_reference_numbers(all_run, tiny):
     """The artifacts bench measured decode the same numbers as the PyTorch student (fp32, 1e-4)."""
     from turbo_vaed.checkpoint import load_student
-    from turbo_vaed.runtimes import load_runner
+    from turbo_vaed.targets import load_runner
 
     doc = load_results(all_run)
     z = latents_for("wan", t=T, h=SIDE // 8, w=SIDE // 8)
@@ -437,7 +437,7 @@ def test_bench_mac_flow_with_a_stand_in_runner(tiny, tmp_path, monkeypatch):
     """bench_mac end to end with the Core ML prediction replaced (it needs macOS): jobs, units, teacher, doc."""
     from rich.console import Console
 
-    import turbo_vaed.runtimes
+    import turbo_vaed.targets
     from turbo_vaed.bench import host, mac
 
     art = tmp_path / "wan.mlpackage"
@@ -461,7 +461,7 @@ def test_bench_mac_flow_with_a_stand_in_runner(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(mac, "require_macos", lambda system=None: None)
     monkeypatch.setattr(mac, "_sysctl", lambda key: {"hw.model": "Mac16,1"}.get(key, "Apple M4"))
     monkeypatch.setattr(host, "read_manifest", lambda a: manifest)
-    monkeypatch.setattr(turbo_vaed.runtimes, "load_runner", StandIn)
+    monkeypatch.setattr(turbo_vaed.targets, "load_runner", StandIn)
     opts = BenchOptions(device="mac", artifact=art, compute_units=("all", "cpuAndNeuralEngine"), warmup=0, iters=2,
                         threads=1, vs_teacher=True, teacher=str(tiny["teacher"]),
                         extra={"isolate": False, "console": Console(width=200)})

@@ -98,5 +98,5 @@ def test_console_script_exit_code_and_one_line():
     proc = subprocess.run([sys.executable, "-m", "turbo_vaed", "info", "--family", "sora"],
                           capture_output=True, text=True)
     assert proc.returncode == 2
-    expected = "error: unknown family 'sora': choose one of hunyuan, cogvideox, ltx, wan"
+    expected = "error: unknown family 'sora': choose one of hunyuan, cogvideox, ltx, wan, ltx2, dcae"
     assert proc.stderr.strip().splitlines() == [expected]

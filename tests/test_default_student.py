@@ -8,9 +8,9 @@ import pytest
 
 from turbo_vaed.checkpoint import DEFAULT_STUDENT, load_student
 from turbo_vaed.cli.info_cmd import BUDGETS
+from turbo_vaed.decoders.student_model import count_parameters
 from turbo_vaed.demo import DEMO_FRAMES
 from turbo_vaed.evaluate import evaluate_clip, load_eval_clip
-from turbo_vaed.student import count_parameters
 from turbo_vaed.teachers import load_teacher, teacher_decoder_parameters
 from turbo_vaed.video_io import HELDOUT_CLIP, shipped_clip
 

@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import small_student, small_teacher
-from turbo_vaed.config import load_student_config
+from turbo_vaed.config import load_student_config, student_families
+from turbo_vaed.decoders.student_model import AlignmentHeads
 from turbo_vaed.distill.losses import match_shape
 from turbo_vaed.families import FAMILIES
-from turbo_vaed.student import AlignmentHeads
 from turbo_vaed.teachers import FeatureTaps, teacher_decode
 from turbo_vaed.video_io import shipped_clip
 
@@ -31,7 +31,7 @@ def tiny_setup(tmp_path_factory):
 
 def _distill(cli, setup, out, *extra):
     return cli("distill", "--teacher", setup / "teacher", "--student-config", setup / "student.json",
-               "--videos", shipped_clip("bikes"), "--res", "32", "--latent-frames", "2", "--batch", "1",
+               "--videos", shipped_clip("bikes"), "--crop", "32", "--latent-frames", "2", "--batch", "1",
                "--threads", "1", "--log-every", "1", "--save-every", "100", "-o", out, *extra)
 
 
@@ -63,7 +63,7 @@ def test_resume_matches_uninterrupted(cli, tiny_setup, tmp_path):
         assert torch.allclose(ea[k], eb[k], atol=1e-6, rtol=0), k
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", student_families())
 def test_feature_taps_and_projection_shapes(family):
     teacher, student = small_teacher(family), small_student(family)
     c = FAMILIES[family].latent_channels

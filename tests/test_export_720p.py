@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from turbo_vaed.config import load_student_config
+from turbo_vaed.decoders.student_model import TurboVAEDDecoder
 from turbo_vaed.exporters import export_artifact
 from turbo_vaed.exporters.presets import load_preset
 from turbo_vaed.parity import FP32_MAX_ABS, run_parity
-from turbo_vaed.student import TurboVAEDDecoder
 
 
 @pytest.fixture(scope="module")

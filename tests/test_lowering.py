@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from tests.conftest import latents_for, small_student
-from turbo_vaed.config import load_student_config
+from turbo_vaed.config import load_student_config, student_families
+from turbo_vaed.decoders.student_model import CausalConv3d, RMSNorm, TurboVAEDDecoder
 from turbo_vaed.exporters.graph import export_graph
 from turbo_vaed.exporters.phone_report import exported_program_report
-from turbo_vaed.families import FAMILIES
 from turbo_vaed.lowering import (
     LoweringOptions,
     MobileRMSNorm,
@@ -21,9 +21,8 @@ from turbo_vaed.lowering import (
     to_mobile_layout,
 )
 from turbo_vaed.metrics import psnr
-from turbo_vaed.student import CausalConv3d, RMSNorm, TurboVAEDDecoder
 
-FAMILY_NAMES = list(FAMILIES)
+FAMILY_NAMES = student_families()
 TOL = 1e-4
 WAN_LATENTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "wan21_latents_61f_320x512.pth"
 VARIANTS = [LoweringOptions(),

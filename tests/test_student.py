@@ -8,12 +8,12 @@ import torch
 from tests.conftest import latents_for, small_student, small_teacher
 from turbo_vaed.checkpoint import load_student, save_student
 from turbo_vaed.cli.info_cmd import BUDGETS, family_info
-from turbo_vaed.config import load_student_config
+from turbo_vaed.config import load_student_config, student_families
+from turbo_vaed.decoders.student_model import AlignmentHeads, TurboVAEDDecoder, count_parameters, pixel_shuffle_3d
 from turbo_vaed.families import FAMILIES
-from turbo_vaed.student import AlignmentHeads, TurboVAEDDecoder, count_parameters, pixel_shuffle_3d
 from turbo_vaed.teachers import teacher_decode
 
-FAMILY_NAMES = list(FAMILIES)
+FAMILY_NAMES = student_families()
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)

@@ -1,83 +1,36 @@
-"""Student checkpoints: safetensors with the student config in the metadata, written atomically."""
+"""Student checkpoints (the project's own architecture): thin helpers over :mod:`turbo_vaed.decoders.store`."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from pathlib import Path
 
 import torch
 
-from turbo_vaed.config import MODELS_DIR, StudentConfig, load_student_config
+from turbo_vaed.config import load_student_config
+from turbo_vaed.decoders import as_decoder
+from turbo_vaed.decoders.store import BUILTINS, load_decoder, save_decoder
+from turbo_vaed.decoders.student_model import TurboVAEDDecoder
 from turbo_vaed.errors import UserError
-from turbo_vaed.student import TurboVAEDDecoder
+from turbo_vaed.fileio import file_sha256
 
-DEFAULT_STUDENT = MODELS_DIR / "reference" / "student.safetensors"
+__all__ = ["DEFAULT_STUDENT", "save_student", "load_student", "build_student", "file_sha256"]
 
-
-def deployable_state_dict(decoder: TurboVAEDDecoder) -> dict[str, torch.Tensor]:
-    """The decoder's weights only (alignment heads live outside the decoder)."""
-    return {k: v.detach().contiguous() for k, v in decoder.state_dict().items()}
+DEFAULT_STUDENT = BUILTINS["reference"]
 
 
 def save_student(decoder: TurboVAEDDecoder, path: str | Path, dtype: torch.dtype | None = None,
                  extra: dict | None = None) -> Path:
-    """Save the deployable decoder as safetensors (config in metadata), atomically."""
-    from safetensors.torch import save_file
-
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    sd = deployable_state_dict(decoder)
-    if dtype is not None:
-        sd = {k: v.to(dtype) for k, v in sd.items()}
-    meta = {"format": "turbovaed.student/1", "config": decoder.cfg.to_json()}
-    if extra:
-        meta["extra"] = json.dumps(extra)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    try:
-        save_file(sd, str(tmp), metadata=meta)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return p
-
-
-def read_student_metadata(path: str | Path) -> dict:
-    from safetensors import safe_open
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"checkpoint not found: {p}; pass --checkpoint PATH to a .safetensors student")
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception as e:
-        raise UserError(
-            f"checkpoint {p} is corrupt or not safetensors ({type(e).__name__}): re-export or re-train it"
-        ) from None
+    """Save the deployable student (alignment heads live outside it) as safetensors, atomically."""
+    return save_decoder(as_decoder(decoder), path, dtype, extra)
 
 
 def load_student(path: str | Path, family: str | None = None) -> TurboVAEDDecoder:
-    """Load a student checkpoint; checks the family if given."""
-    from safetensors.torch import load_file
-
-    p = Path(path)
-    meta = read_student_metadata(p)
-    if "config" not in meta:
-        raise UserError(f"checkpoint {p} has no turbovaed config in its metadata: save it with turbovaed")
-    cfg = StudentConfig.from_dict(json.loads(meta["config"]))
-    if family is not None and cfg.family != family:
-        raise UserError(f"checkpoint {p} is a {cfg.family} student, not {family}: pass the matching --family")
-    dec = TurboVAEDDecoder(cfg)
-    try:
-        sd = load_file(str(p))
-        dec.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
-    except Exception as e:
-        raise UserError(
-            f"checkpoint {p} does not match its config ({type(e).__name__}): re-train or re-export it"
-        ) from None
-    return dec.eval()
+    """Load a student checkpoint's module; checks the family if given."""
+    dec = load_decoder(path, family)
+    if dec.arch.name != "student":
+        raise UserError(f"checkpoint {path} is a {dec.arch.name} decoder, not a turbovaed student: "
+                        "distillation starts from a student checkpoint")
+    return dec.module
 
 
 def build_student(family: str, checkpoint: str | Path | None = None, config: str | None = None,
@@ -87,11 +40,3 @@ def build_student(family: str, checkpoint: str | Path | None = None, config: str
         return load_student(checkpoint, family)
     torch.manual_seed(seed)
     return TurboVAEDDecoder(load_student_config(config or family)).eval()
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

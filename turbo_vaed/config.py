@@ -98,6 +98,13 @@ class StudentConfig:
         return replace(self, stages=stages, name=f"{self.name}-x{width:g}")
 
 
+def student_families() -> list[str]:
+    """Families that have a project student config (``models/<family>.json``)."""
+    from turbo_vaed.families import FAMILIES
+
+    return [f for f in FAMILIES if (MODELS_DIR / f"{f}.json").is_file()]
+
+
 def load_student_config(name_or_path: str | Path) -> StudentConfig:
     """Load ``models/<name>.json`` or a JSON file path."""
     p = Path(name_or_path)

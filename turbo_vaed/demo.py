@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from turbo_vaed.decoders import Decoder, as_decoder
 from turbo_vaed.families import get_family
 from turbo_vaed.metrics import psnr, ssim
-from turbo_vaed.student import TurboVAEDDecoder, count_parameters
 from turbo_vaed.teachers import teacher_decode, teacher_decoder_parameters, teacher_encode
 from turbo_vaed.video_io import HELDOUT_CLIP, crop_to_multiple, read_video, shipped_clip, to_tensor, to_uint8
 
@@ -28,11 +28,14 @@ class DemoContext:
     out_dir: Path
     family: str
     teacher: torch.nn.Module
-    student: TurboVAEDDecoder
+    student: Decoder
     video: torch.Tensor | None = None
     latents: torch.Tensor | None = None
     fps: float = 24.0
     results: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.student = as_decoder(self.student)  # a bare module of a registered architecture is accepted
 
 
 def load_heldout(family: str, frames: int = DEMO_FRAMES) -> tuple[torch.Tensor, float]:
@@ -62,7 +65,7 @@ def reconstruction_stage(ctx: DemoContext, frames: int = DEMO_FRAMES) -> dict:
         "teacher": dict(psnr=psnr(rec_t, ctx.video), ssim=ssim(rec_t, ctx.video), latency_s=t_t,
                         params=teacher_decoder_parameters(ctx.teacher)),
         "student": dict(psnr=psnr(rec_s, ctx.video), ssim=ssim(rec_s, ctx.video), latency_s=t_s,
-                        params=count_parameters(ctx.student)),
+                        params=ctx.student.parameters()),
     }
     rows["student"]["psnr_retention"] = rows["student"]["psnr"] / rows["teacher"]["psnr"]
     rows["student"]["ssim_retention"] = rows["student"]["ssim"] / rows["teacher"]["ssim"]

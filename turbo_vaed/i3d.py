@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import pickle
 import tarfile
 from pathlib import Path
@@ -242,13 +241,10 @@ def save_i3d(state_dict: dict[str, torch.Tensor], out: str | Path, source: str) 
     """Write converted weights as safetensors, atomically."""
     from safetensors.torch import save_file
 
+    from turbo_vaed.fileio import atomic_path
+
     o = Path(out)
-    o.parent.mkdir(parents=True, exist_ok=True)
-    tmp = o.with_name(f".{o.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(o) as tmp:
         save_file(state_dict, str(tmp), metadata={"format": FORMAT, "source": source,
                                                   "network": "Inception-I3D Kinetics-400 (BatchNorm folded)"})
-        os.replace(tmp, o)
-    finally:
-        tmp.unlink(missing_ok=True)
     return o

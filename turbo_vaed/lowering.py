@@ -1,4 +1,7 @@
-"""Lower the 5-D Turbo-VAED reference to a rank-4 graph for phones (ANE, XNNPACK, ONNX Runtime Mobile).
+"""Rank-4 lowering primitives shared by every decoder architecture (ANE, XNNPACK, ONNX Runtime Mobile).
+
+Each architecture's own ``lower`` (in ``turbo_vaed/decoders/<arch>.py``) builds its mobile module from these;
+:func:`lower` dispatches to it. What the project's student does with them:
 
 Frames ride in the batch axis: latents ``[T, C, h, w]`` -> frames ``[F, 3, H, W]``, F = 1 + t(T-1).
 
@@ -19,13 +22,13 @@ Frames ride in the batch axis: latents ``[T, C, h, w]`` -> frames ``[F, 3, H, W]
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from turbo_vaed.student import CausalConv3d, RMSNorm, SeparableConv3d, TurboVAEDDecoder
+from turbo_vaed.decoders.student_model import CausalConv3d, RMSNorm, SeparableConv3d
 
 SHUFFLE_MODES = ("pixel_shuffle", "transpose")
 RSQRT_MODES = ("rsqrt", "div_sqrt")
@@ -130,15 +133,6 @@ def lower_conv(src: nn.Module) -> nn.Module:
     raise TypeError(f"cannot lower {type(src).__name__}")
 
 
-def permute_out_channels(conv: nn.Module, perm: torch.Tensor) -> None:
-    """Reorder a lowered conv's output channels in place (``out_new[i] = out_old[perm[i]]``)."""
-    last = conv.pointwise if isinstance(conv, MobileSeparable) else conv
-    with torch.no_grad():
-        last.weight.data = last.weight.data[perm].clone()
-        if last.bias is not None:
-            last.bias.data = last.bias.data[perm].clone()
-
-
 class MobileRMSNorm(nn.Module):
     """RMSNorm over channels of ``[N, C, H, W]``; the mean over channels is a fixed 1x1 conv."""
 
@@ -176,94 +170,13 @@ def silu(x: torch.Tensor) -> torch.Tensor:
     return x * torch.sigmoid(x)
 
 
-class MobileResBlock(nn.Module):
-    def __init__(self, src, opts: LoweringOptions) -> None:
-        super().__init__()
-        self.norm1 = MobileRMSNorm(src.norm1, opts.fp16_safe, opts.rsqrt)
-        self.conv1 = lower_conv(src.conv1)
-        self.norm2 = MobileRMSNorm(src.norm2, opts.fp16_safe, opts.rsqrt)
-        self.conv2 = lower_conv(src.conv2)
+def lower(decoder, options: LoweringOptions | None = None, **kwargs) -> nn.Module:
+    """The rank-4 phone graph of ``decoder`` (a :class:`~turbo_vaed.decoders.Decoder` or a module of a
+    registered architecture) with the same numbers. ``kwargs`` are :class:`LoweringOptions` fields."""
+    from turbo_vaed.decoders import as_decoder
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(silu(self.norm1(x)))
-        h = self.conv2(silu(self.norm2(h)))
-        return x + h
-
-
-def frame_major_perm(cout: int, rt: int, rs: int) -> torch.Tensor:
-    """Channel permutation (C, rt, rs, rs) -> (rt, C, rs, rs): new index i*C*rs^2 + c*rs^2 + p."""
-    return torch.arange(cout * rt * rs * rs).reshape(cout, rt, rs * rs).permute(1, 0, 2).reshape(-1)
-
-
-class MobileUpsample(nn.Module):
-    """Conv with frame-major output channels, free reshape to frames, drop rt-1 frames, spatial shuffle."""
-
-    def __init__(self, src, shuffle: str) -> None:
-        super().__init__()
-        self.rt, self.rs, self.shuffle = src.rt, src.rs, shuffle
-        self.conv = lower_conv(src.conv)
-        last = self.conv.pointwise if isinstance(self.conv, MobileSeparable) else self.conv
-        cup = last.weight.shape[0]
-        self.cout = cup // (self.rt * self.rs * self.rs)
-        permute_out_channels(self.conv, frame_major_perm(self.cout, self.rt, self.rs))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
-        t, c, h, w = y.shape
-        if self.rt > 1:
-            y = y.reshape(t * self.rt, c // self.rt, h, w)[self.rt - 1 :]
-        return spatial_shuffle(y, self.rs, self.shuffle)
-
-
-class MobileDecoder(nn.Module):
-    """Rank-4 Turbo-VAED decoder: latents ``[T, C, h, w]`` -> frames ``[1 + t(T-1), 3, H, W]`` in [-1, 1]."""
-
-    def __init__(self, src: TurboVAEDDecoder, opts: LoweringOptions | None = None) -> None:
-        super().__init__()
-        self.cfg = src.cfg
-        self.options = opts = opts or LoweringOptions()
-        self.shuffle = opts.shuffle
-        self.conv_in = TemporalConv(src.conv_in)
-        layers: list[nn.Module] = []
-        for stage in src.stages:
-            layers.extend(MobileResBlock(b, opts) for b in stage.blocks)
-            if stage.upsample is not None:
-                layers.append(MobileUpsample(stage.upsample, opts.shuffle))
-        self.layers = nn.Sequential(*layers)
-        self.norm_out = MobileRMSNorm(src.norm_out, opts.fp16_safe, opts.rsqrt)
-        self.conv_out = TemporalConv(src.conv_out)
-        self.patch_size = src.cfg.patch_size
-
-    @property
-    def family(self):
-        return self.cfg.fam
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.layers(self.conv_in(z))
-        x = self.conv_out(silu(self.norm_out(x)))
-        x = spatial_shuffle(x, self.patch_size, self.shuffle)
-        return torch.clamp(x, -1.0, 1.0)
-
-
-    def input_shape(self, latent_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
-        """``[T, C, h, w]`` for a chunk of ``latent_frames`` decoding to ``width`` x ``height`` pixels."""
-        f = self.family.spatial_factor
-        return (latent_frames, self.family.latent_channels, height // f, width // f)
-
-    def describe(self) -> dict:
-        return asdict(self.options)
-
-
-@torch.no_grad()
-def lower(decoder: TurboVAEDDecoder, options: LoweringOptions | None = None, **kwargs) -> MobileDecoder:
-    """The rank-4 phone graph of ``decoder`` with the same numbers (see the module docstring).
-
-    ``kwargs`` are :class:`LoweringOptions` fields (``fp16_safe``, ``shuffle``, ``rsqrt``).
-    """
-    if not isinstance(decoder, TurboVAEDDecoder):
-        raise TypeError(f"lower() takes a TurboVAEDDecoder, got {type(decoder).__name__}")
     opts = options if options is not None else LoweringOptions(**kwargs)
-    return MobileDecoder(decoder, opts).float().eval()
+    return as_decoder(decoder).lower(opts)
 
 
 def to_mobile_layout(z: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,8 @@
 """Reference parity: run an artifact in its runtime and compare with the PyTorch (5-D, fp32) reference.
 
-Figures: max abs error and PSNR (dB, frames in [-1, 1] mapped to [0, 1]) between the two outputs; they are
+The reference is rebuilt from the manifest alone (architecture, config, checkpoint label, weights hash), for
+any decoder architecture. Figures: max abs error and PSNR (dB, frames mapped from the decoder's output range
+to [0, 1]) between the two outputs; they are
 written into the artifact's manifest (``parity``). Targets: fp32 artifacts max abs error <= 1e-3; fp16
 artifacts PSNR >= 45 dB against the fp32 reference.
 """
@@ -14,41 +16,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from turbo_vaed.decoders import Decoder, as_decoder
 from turbo_vaed.errors import UserError
-from turbo_vaed.exporters.manifest import now_iso, update_manifest, weights_sha256
+from turbo_vaed.exporters.manifest import now_iso, update_manifest
 from turbo_vaed.lowering import from_mobile_layout
 from turbo_vaed.metrics import max_abs_error, psnr
-from turbo_vaed.student import TurboVAEDDecoder
 
 FP32_MAX_ABS = 1e-3
 FP16_MIN_PSNR = 45.0
 PSNR_CAP = 300.0  # identical outputs give inf; JSON has no inf
 
 
-def reference_decoder(manifest: dict, checkpoint: str | Path | None = None) -> TurboVAEDDecoder:
+def reference_decoder(manifest: dict, checkpoint: str | Path | None = None) -> Decoder:
     """The PyTorch reference the artifact was exported from, checked against the manifest's weights hash.
 
-    ``checkpoint`` (or the manifest's) is loaded if given; otherwise the student is rebuilt from its config
-    with seed 0 (how ``turbovaed`` builds random students).
+    ``checkpoint`` overrides the manifest's recorded one (``builtin:<name>``, ``random`` or a path).
     """
-    from turbo_vaed.checkpoint import load_student
-    from turbo_vaed.config import StudentConfig
+    from turbo_vaed.decoders.store import rebuild
+    from turbo_vaed.guards import check_decoder_finite
 
-    st = manifest["student"]
-    ck = checkpoint or st.get("checkpoint")
-    if ck is not None and Path(ck).is_file():
-        dec = load_student(ck, manifest["family"])
-    elif checkpoint is not None:
-        raise UserError(f"checkpoint not found: {checkpoint}; pass --checkpoint PATH to the exported student")
-    else:
-        torch.manual_seed(0)
-        dec = TurboVAEDDecoder(StudentConfig.from_dict(st["config"])).eval()
-    want = st.get("weights_sha256")
-    if want and weights_sha256(dec) != want:
-        where = f"checkpoint {ck}" if ck else "a seed-0 random student"
-        raise UserError(f"cannot rebuild the reference: {where} does not match the weights the artifact was "
-                        "exported from; pass --checkpoint PATH to that student")
-    return dec.eval()
+    if checkpoint is not None and not str(checkpoint).startswith("builtin:") and str(checkpoint) != "random" \
+            and not Path(checkpoint).exists():
+        raise UserError(f"checkpoint not found: {checkpoint}; pass --checkpoint PATH to the exported decoder")
+    dec = rebuild(manifest["decoder"], checkpoint)
+    check_decoder_finite(dec, "the reference cannot be computed: pass --checkpoint PATH to the decoder the "
+                         "artifact was exported from")
+    return dec
 
 
 def fit_latents(z: torch.Tensor, shape: tuple[int, int, int, int]) -> tuple[torch.Tensor, str]:
@@ -76,51 +69,79 @@ def parity_latents(shape: tuple[int, int, int, int], latents: str | Path | torch
         t, c, h, w = shape
         g = torch.Generator().manual_seed(seed)
         return torch.randn(1, c, t, h, w, generator=g), f"random normal (seed {seed})"
+    from turbo_vaed.guards import check_finite
+
     if isinstance(latents, torch.Tensor):
+        check_finite(latents, "the parity latents", "pass finite latents")
         z, note = fit_latents(latents.float(), shape)
         return z, f"given tensor: {note}"
     from turbo_vaed.latents_io import load_latents
 
-    z, _meta = load_latents(latents, layout)
+    z, _meta = load_latents(latents, layout)  # refuses NaN/Inf: the artifact is never blamed for its input
     z, note = fit_latents(z, shape)
     return z, f"{Path(latents).name}: {note}"
 
 
-def compare(out: np.ndarray, ref: torch.Tensor) -> tuple[float, float]:
+def to_signed(x: torch.Tensor, output_range: tuple[float, float] = (-1.0, 1.0)) -> torch.Tensor:
+    """Frames in ``output_range`` mapped to [-1, 1] (the range :func:`turbo_vaed.metrics.psnr` reads)."""
+    lo, hi = output_range
+    return x if (lo, hi) == (-1.0, 1.0) else (x - lo) * (2.0 / (hi - lo)) - 1.0
+
+
+def compare(out: np.ndarray, ref: torch.Tensor, output_range: tuple[float, float] = (-1.0, 1.0)
+            ) -> tuple[float, float]:
     """(max abs error, PSNR dB) between artifact frames ``[F, 3, H, W]`` and the reference ``(1, 3, F, H, W)``."""
     got = from_mobile_layout(torch.from_numpy(np.asarray(out, dtype=np.float32)))
     if tuple(got.shape) != tuple(ref.shape):
         raise UserError(f"artifact output {tuple(got.shape)} does not match the reference {tuple(ref.shape)}: "
                         "re-export it")
-    return max_abs_error(got, ref), min(psnr(got, ref), PSNR_CAP)
+    if not torch.isfinite(got).all():
+        raise UserError("the artifact produced non-finite frames (NaN/Inf) from finite latents: it is broken; "
+                        "re-export it (fp16 overflow? try --precision fp32)")
+    return max_abs_error(got, ref), min(psnr(to_signed(got, output_range), to_signed(ref, output_range)), PSNR_CAP)
 
 
 def run_parity(artifact: str | Path, *, latents: str | Path | torch.Tensor | None = None, layout: str = "ncthw",
-               reference: TurboVAEDDecoder | None = None, checkpoint: str | Path | None = None,
+               reference: Decoder | torch.nn.Module | None = None, checkpoint: str | Path | None = None,
                threads: int | None = None, compute_units: str = "all", seed: int = 0, write: bool = True) -> dict:
     """Run ``artifact`` and the reference on the same latents; returns (and stores) the parity record."""
-    from turbo_vaed.runtimes import load_runner
+    from turbo_vaed.exporters.manifest import read_manifest
+    from turbo_vaed.guards import check_finite, manifest_shapes, require_artifact_memory, require_decode_memory
+    from turbo_vaed.targets import load_runner, target_of_artifact
 
+    target_of_artifact(artifact)
+    if not Path(artifact).exists():
+        raise UserError(f"artifact not found: {artifact}; export one with `turbovaed export`")
+    m = read_manifest(artifact)
+    shape, _out_shape = manifest_shapes(m, str(artifact))
+    require_artifact_memory(m, "parity of")
+    t_, c_, h_, w_ = (int(v) for v in shape)
+    z, label = parity_latents(shape, latents, layout, seed)  # inputs checked before the artifact runs
     runner = load_runner(artifact, threads, compute_units=compute_units)
-    m = runner.manifest
-    ref_dec = reference if reference is not None else reference_decoder(m, checkpoint)
-    shape = tuple(m["inputs"][0]["shape"])
-    z, label = parity_latents(shape, latents, layout, seed)
+    ref_dec = as_decoder(reference) if reference is not None else reference_decoder(m, checkpoint)
+    require_decode_memory(ref_dec, (1, c_, t_, h_, w_), job="parity (artifact and reference) of",
+                          fix="re-export the artifact at a smaller --res or fewer --latent-frames")
     x = z[0].transpose(0, 1).contiguous().numpy()
     t0 = time.perf_counter()
     out = runner.run(x)
     run_ms = (time.perf_counter() - t0) * 1e3
+    ref_dec.module.float().eval()
     with torch.no_grad():
-        ref = ref_dec.float().eval()(z)
-    mae, db = compare(out, ref)
+        ref = ref_dec(z)
+    check_finite(ref, "the PyTorch reference output", "the reference decoder is broken (its weights?), not the "
+                 "artifact: pass --checkpoint PATH to the decoder it was exported from")
+    mae, db = compare(out, ref, ref_dec.output_range)
     fp16 = m["precision"] == "fp16"
     passed = db >= FP16_MIN_PSNR if fp16 else mae <= FP32_MAX_ABS
     record = {
         "runtime": runner.name, "runtime_version": str(runner.version), "latents": label,
+        "evaluator": getattr(runner, "evaluator", runner.name),
         "max_abs_error": float(mae), "psnr_db": round(float(db), 3), "passed": bool(passed),
         "criterion": f"psnr_db >= {FP16_MIN_PSNR}" if fp16 else f"max_abs_error <= {FP32_MAX_ABS}",
-        "reference": "PyTorch TurboVAEDDecoder (5-D, fp32)", "reference_range": [float(ref.min()), float(ref.max())],
-        "threads": threads, "compute_units": compute_units if runner.name == "coreml" else None,
+        "reference": f"PyTorch {ref_dec.arch.name} decoder (5-D, fp32)",
+        "reference_range": [float(ref.min()), float(ref.max())],
+        "threads": threads,
+        "compute_units": compute_units if getattr(runner, "evaluator", "") == "coreml" else None,
         "load_ms": round(runner.load_ms, 1), "run_ms": round(run_ms, 1), "created": now_iso(),
     }
     if write:

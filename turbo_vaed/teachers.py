@@ -37,6 +37,9 @@ class RandomTeacherWarning(UserWarning):
 def teacher_class(family: Family):
     import diffusers
 
+    if family.diffusers_class is None:
+        raise UserError(f"family {family.name} has no teacher VAE class in diffusers {diffusers.__version__} "
+                        "(Video DC-AE is not in it): this step needs a teacher; use a family that has one")
     return getattr(diffusers, family.diffusers_class)
 
 
@@ -51,7 +54,7 @@ def reference_family() -> str:
 
 def family_of_class(class_name: str) -> str:
     for f in FAMILIES.values():
-        if f.diffusers_class == class_name:
+        if f.diffusers_class is not None and f.diffusers_class == class_name:
             return f.name
     raise UserError(f"teacher class {class_name} is not a supported family ({', '.join(FAMILIES)})")
 

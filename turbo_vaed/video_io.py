@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,32 +27,93 @@ def shipped_clip(name: str) -> Path:
     return path
 
 
-def read_video(path: str | Path, max_frames: int | None = None, start: int = 0) -> tuple[np.ndarray, float]:
-    """Decode frames ``start .. start+max_frames`` as uint8 (F, H, W, 3) RGB, plus the frame rate."""
+MAX_VIDEO_SIDE = 16384
+
+
+def _fps(stream) -> float:
+    try:
+        fps = float(stream.average_rate or 24)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return 24.0
+    return fps if np.isfinite(fps) and 0 < fps <= 1000 else 24.0
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
+    return f"{type(e).__name__}{': ' + msg if msg else ''}"
+
+
+def probe_video(path: str | Path) -> tuple[int, int, float]:
+    """(width, height, fps) of a video's first video stream, read from its header (nothing decoded)."""
     import av
 
     p = Path(path)
     if not p.is_file():
         raise UserError(f"video not found: {p}")
-    frames: list[np.ndarray] = []
     try:
         with av.open(str(p)) as container:
             if not container.streams.video:
                 raise UserError(f"{p} has no video stream: pass a video file (mp4, mkv, webm, ...)")
             stream = container.streams.video[0]
-            fps = float(stream.average_rate or 24)
+            w, h = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+            fps = _fps(stream)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - av.error.InvalidDataError and friends
+        raise UserError(f"cannot read video {p}: {_one_line(e)}") from None
+    if w > MAX_VIDEO_SIDE or h > MAX_VIDEO_SIDE:
+        raise UserError(f"video {p} claims {w}x{h} pixels, above the {MAX_VIDEO_SIDE}px limit: corrupt, or "
+                        "downscale it first")
+    return w, h, fps
+
+
+def read_video(path: str | Path, max_frames: int | None = None, start: int = 0) -> tuple[np.ndarray, float]:
+    """Decode frames ``start .. start+max_frames`` as uint8 (F, H, W, 3) RGB, plus the frame rate.
+
+    The frames must fit in the memory available (checked from the stream header before decoding, and again
+    as they come); any decoder error on a corrupt file is one :class:`UserError` line.
+    """
+    import av
+
+    from turbo_vaed.guards import available_bytes, require_memory
+
+    p = Path(path)
+    if max_frames is not None and max_frames < 1:
+        raise UserError(f"the number of frames to read must be >= 1, got {max_frames}")
+    if start < 0:
+        raise UserError(f"the first frame must be >= 0, got {start}")
+    w, h, _ = probe_video(p)
+    if max_frames is not None and w and h:
+        require_memory(max_frames * h * w * 3 * 5, f"reading {max_frames} frames of {w}x{h} from {p}",
+                       "read fewer frames (--frames) or downscale the video first")
+    budget = available_bytes() // 2
+    frames: list[np.ndarray] = []
+    used = 0
+    try:
+        with av.open(str(p)) as container:
+            if not container.streams.video:
+                raise UserError(f"{p} has no video stream: pass a video file (mp4, mkv, webm, ...)")
+            stream = container.streams.video[0]
+            fps = _fps(stream)
             for i, frame in enumerate(container.decode(stream)):
                 if i < start:
                     continue
-                frames.append(frame.to_ndarray(format="rgb24"))
+                a = frame.to_ndarray(format="rgb24")
+                used += a.nbytes
+                if used > budget:
+                    raise UserError(f"the frames of {p} do not fit in the memory available after {len(frames)} "
+                                    "frames: read fewer frames (--frames) or downscale the video first")
+                frames.append(a)
                 if max_frames is not None and len(frames) >= max_frames:
                     break
     except UserError:
         raise
-    except Exception as e:  # av.error.InvalidDataError and friends
-        raise UserError(f"cannot read video {p}: {type(e).__name__}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - av.error.InvalidDataError and friends
+        raise UserError(f"cannot read video {p}: {_one_line(e)}") from None
     if not frames:
         raise UserError(f"video {p} has no frames after frame {start}")
+    if len({f.shape for f in frames}) != 1:
+        raise UserError(f"video {p} changes its frame size mid-stream: re-encode it at one size")
     return np.stack(frames), fps
 
 
@@ -85,24 +145,20 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 24.0, crf: in
     """Write uint8 (F, H, W, 3) frames as H.264 mp4, atomically (temp file, then rename)."""
     import av
 
+    from turbo_vaed.fileio import atomic_path
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.stem}.tmp{os.getpid()}{p.suffix}")
     h, w = frames.shape[1:3]
     if h % 2 or w % 2:  # yuv420p needs even sizes
         frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    try:
-        with av.open(str(tmp), mode="w", format="mp4") as out:
-            stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf)}
-            for f in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
-                    out.mux(packet)
-            for packet in stream.encode():
+    with atomic_path(p) as tmp, av.open(str(tmp), mode="w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf)}
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
                 out.mux(packet)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
+        for packet in stream.encode():
+            out.mux(packet)
     return p

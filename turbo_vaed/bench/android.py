@@ -23,6 +23,7 @@ from pathlib import Path
 from turbo_vaed.bench.options import EXPORT_TARGET, BenchOptions
 from turbo_vaed.bench.schema import load_results
 from turbo_vaed.errors import UserError
+from turbo_vaed.targets import runtime_of_suffix
 
 APP_ID = "dev.turbovaed.bench"
 ACTIVITY = f"{APP_ID}/.BenchActivity"
@@ -37,8 +38,9 @@ TIMEOUT_ENV = "TURBOVAED_ANDROID_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 900.0
 GONE_POLLS = 5  # polls (about a second apart) without the app process before the run counts as crashed
 ANDROID_BENCH_DIR = Path(__file__).resolve().parents[2] / "android_bench"
-RUNTIME_BY_SUFFIX = {".pte": "executorch", ".onnx": "onnxruntime", ".ort": "onnxruntime"}
-TARGET_BY_RUNTIME = {rt: EXPORT_TARGET[rt][0] for rt in ("executorch", "onnxruntime")}
+ANDROID_RUNTIMES = ("executorch", "onnxruntime")  # what the Kotlin harness links
+RUNTIME_BY_SUFFIX = {s: rt for s, rt in runtime_of_suffix().items() if rt in ANDROID_RUNTIMES}
+TARGET_BY_RUNTIME = {rt: EXPORT_TARGET[rt][0] for rt in ANDROID_RUNTIMES}
 
 Runner = Callable[[Sequence[str], float], subprocess.CompletedProcess]
 
@@ -288,8 +290,10 @@ def check_artifact(opts: BenchOptions) -> Artifact:
     manifest_path = path.with_name(f"{stem}.manifest.json")
     if not manifest_path.is_file():
         raise UserError(f"manifest not found: {manifest_path}; `turbovaed export` writes it next to the artifact")
+    from turbo_vaed.exporters.manifest import read_manifest
+
+    manifest = read_manifest(manifest_path)  # the one reader/validator (turbovaed.manifest/2, /1 upgraded)
     try:
-        manifest = json.loads(manifest_path.read_text())
         shape = manifest["inputs"][0]["shape"]
         target = manifest["target"]
     except (json.JSONDecodeError, KeyError, IndexError, TypeError) as e:

@@ -27,7 +27,8 @@ class Planned:
     artifact: Path | None = None  # file or folder measured (checkpoint, .onnx, .pte, .mlpackage, teacher dir)
     artifact_sha256: str | None = None
     notes: list[str] = field(default_factory=list)
-    check_frames: bool = True  # students must give 1 + t(T-1) frames of H x W
+    check_frames: bool = True  # decoders must give their own frame count of H x W
+    frames: int | None = None  # that frame count (None: the family's rule)
 
 
 def artifact_facts(path: Path | None, sha256: str | None = None) -> tuple[str | None, str | None, int | None]:
@@ -61,7 +62,7 @@ def run_planned(planned: list[Planned], console: Console, isolate: bool = True) 
 def _check_output(p: Planned, raw: dict) -> None:
     fam = get_family(p.job.family)
     t = p.job.latents.shape[2]
-    want = fam.frames_out(t)
+    want = p.frames if p.frames is not None else fam.frames_out(t)
     shape = raw["output_shape"]
     hw = shape[-2:]
     if raw["output_frames"] != want or hw != [p.height, p.width]:

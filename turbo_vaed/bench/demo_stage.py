@@ -23,16 +23,16 @@ def bench_stage(ctx, res: str = "256p", latent_frames: int = 3, warmup: int = 1,
     """
     import torch
 
-    from turbo_vaed.checkpoint import save_student
+    from turbo_vaed.decoders.store import save_decoder
     from turbo_vaed.jsonio import write_json
 
     if console is None:
-        from turbo_vaed.cli.app import console
+        from turbo_vaed.console import console
     out = Path(ctx.out_dir) / "bench"
     out.mkdir(parents=True, exist_ok=True)
     threads = threads or torch.get_num_threads()
     inputs = random_latents(ctx.family, res, latent_frames)
-    ckpt = save_student(ctx.student, out / "student.safetensors")
+    ckpt = save_decoder(ctx.student, out / "student.safetensors")
     teacher_dir = out / "teacher"
     ctx.teacher.save_pretrained(str(teacher_dir))
     planned = plan_students(ctx.student, ckpt, ctx.family, inputs, runtimes, out, threads, warmup, iters, console,

@@ -8,7 +8,6 @@ measured in a fresh process so its peak resident memory is its own (see :mod:`.m
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,19 +19,19 @@ from turbo_vaed.bench.collect import Planned, make_doc, result_entry, run_planne
 from turbo_vaed.bench.measure import Job
 from turbo_vaed.bench.options import EXPORT_TARGET, BenchOptions
 from turbo_vaed.bench.stats import host_device
+from turbo_vaed.decoders import Decoder
 from turbo_vaed.errors import UserError
 from turbo_vaed.families import RESOLUTIONS, get_family, resolve_resolution
-from turbo_vaed.runtimes import RUNTIME_OF_EXT
-from turbo_vaed.student import TurboVAEDDecoder
+from turbo_vaed.targets import runtime_of_suffix
 
 HOST_RUNTIMES = ("torch", "torch-lowered", "onnxruntime", "executorch")
 
 
 def console_for(opts: BenchOptions) -> Console:
-    """The CLI's console (or one passed in ``opts.extra['console']``)."""
+    """The toolchain's console (or one passed in ``opts.extra['console']``)."""
     if opts.extra.get("console") is not None:
         return opts.extra["console"]
-    from turbo_vaed.cli.app import console
+    from turbo_vaed.console import console
 
     return console
 
@@ -108,25 +107,29 @@ def read_manifest(artifact: Path) -> dict:
 
 def runtime_of(artifact: Path) -> str:
     """The runtime that runs an artifact, from its extension."""
-    rt = RUNTIME_OF_EXT.get(artifact.suffix)
+    suffixes = runtime_of_suffix()
+    rt = suffixes.get(artifact.suffix)
     if rt is None:
-        raise UserError(f"cannot bench {artifact.name}: expected one of {', '.join(RUNTIME_OF_EXT)}")
+        raise UserError(f"cannot bench {artifact.name}: expected one of {', '.join(suffixes)}")
     return rt
 
 
-def student_checkpoint(student: TurboVAEDDecoder, out_dir: Path, name: str, given: Path | None) -> Path:
-    """The checkpoint the torch runtimes load: ``given``, or ``student`` saved as ``out_dir/name``."""
-    if given is not None:
-        return Path(given)
-    from turbo_vaed.checkpoint import save_student
+def student_checkpoint(student: Decoder, out_dir: Path, name: str, given: Path | None) -> Path:
+    """The checkpoint the torch runtimes load: ``given``, the decoder's own file, or the decoder saved as
+    ``out_dir/name``."""
+    if given is not None and str(given) != "random":
+        from turbo_vaed.decoders.store import resolve_builtin
 
-    return save_student(student, Path(out_dir) / f"{name}.safetensors")
+        return resolve_builtin(str(given)) if str(given).startswith("builtin:") else Path(given)
+    from turbo_vaed.decoders.store import save_decoder
+
+    return save_decoder(student, Path(out_dir) / f"{name}.safetensors")
 
 
-def _reusable(artifact: Path, target: str, student: TurboVAEDDecoder, precision: str | None, w: int, h: int,
+def _reusable(artifact: Path, target: str, student: Decoder, precision: str | None, w: int, h: int,
               t: int) -> bool:
     """True if ``artifact`` was exported from these weights, shape, precision and toolchain, and is intact."""
-    from turbo_vaed.exporters.manifest import toolchain, tree_sha256, weights_sha256
+    from turbo_vaed.exporters.manifest import toolchain, tree_sha256
 
     if not artifact.exists():
         return False
@@ -134,7 +137,7 @@ def _reusable(artifact: Path, target: str, student: TurboVAEDDecoder, precision:
         m = read_manifest(artifact)
         same = (m["target"] == target and (precision is None or m["precision"] == precision)
                 and (m["width"], m["height"], m["latent_frames"]) == (w, h, t)
-                and m["student"].get("weights_sha256") == weights_sha256(student)
+                and m["decoder"].get("weights_sha256") == student.weights_sha256()
                 and all(m["toolchain"].get(k) == v for k, v in toolchain(target).items()))
         if same and m.get("sha256"):
             same = tree_sha256(artifact) == m["sha256"]
@@ -143,25 +146,25 @@ def _reusable(artifact: Path, target: str, student: TurboVAEDDecoder, precision:
         return False
 
 
-def export_for(runtime: str, student: TurboVAEDDecoder, ckpt: Path, family: str, inputs: Inputs,
+def export_for(runtime: str, student: Decoder, ckpt: Path, family: str, inputs: Inputs,
                out_dir: Path, console: Console, fresh: bool = False) -> Path:
     """Export (or reuse) the student artifact ``runtime`` needs; says which on the console."""
     target, delegate, ext = EXPORT_TARGET[runtime]
     precision = "fp32" if runtime != "coreml" else None  # Core ML: the preset's (fp16 for the Neural Engine)
     t = int(inputs.latents.shape[2])
-    name = f"{family}-student-{target}-{inputs.width}x{inputs.height}-t{t}"
+    name = f"{family}-{student.arch.name}-{target}-{inputs.width}x{inputs.height}-t{t}"
     artifact = Path(out_dir) / f"{name}{ext}"
     if not fresh and _reusable(artifact, target, student, precision, inputs.width, inputs.height, t):
         console.print(f"reusing {artifact} (its manifest matches these weights, shape and toolchain)")
         return artifact
     from turbo_vaed.exporters import export_artifact
 
-    console.print(f"no ARTIFACT given: exporting the {family} student to {target} "
+    console.print(f"no ARTIFACT given: exporting the {family} {student.arch.name} decoder to {target} "
                   f"({inputs.width}x{inputs.height}, {t} latent frames) -> {artifact}")
     with console.status(f"exporting {target}"):
         res = export_artifact(student, target, f"{inputs.width}x{inputs.height}", latent_frames=t,
                               precision=precision, out_dir=Path(out_dir), delegate=delegate, name=name,
-                              checkpoint=ckpt)
+                              checkpoint=None if student.checkpoint == "random" else ckpt)
     return Path(res.artifact)
 
 
@@ -170,8 +173,16 @@ def export_for(runtime: str, student: TurboVAEDDecoder, ckpt: Path, family: str,
 
 def teacher_source(teacher: str, family: str) -> tuple[str, Path | None, str]:
     """Check ``--teacher`` against the family early; (source for the child, folder, note)."""
+    from turbo_vaed.console import warn
+    from turbo_vaed.resolve import uses_reference
     from turbo_vaed.teachers import REFERENCE_DIR, family_of_class
 
+    if not get_family(family).has_teacher:
+        raise UserError(f"family {family} has no teacher VAE class in diffusers 0.42: drop --vs-teacher")
+    if teacher == "reference" and not uses_reference(family, teacher):
+        warn(f"the built-in reference teacher is not {family}: comparing with the {family} teacher's default "
+             "diffusers config with RANDOM weights (speed only)")
+        teacher = "random"
     if teacher == "random":
         return "random", None, "teacher: default diffusers config, random weights (speed only)"
     folder = REFERENCE_DIR if teacher == "reference" else Path(teacher)
@@ -197,7 +208,7 @@ def plan_teacher(source: str, folder: Path | None, note: str, family: str, input
 # ---------------------------------------------------------------- students
 
 
-def plan_students(student: TurboVAEDDecoder, ckpt: Path, family: str, inputs: Inputs, runtimes: tuple[str, ...],
+def plan_students(student: Decoder, ckpt: Path, family: str, inputs: Inputs, runtimes: tuple[str, ...],
                   out_dir: Path, threads: int, warmup: int, iters: int, console: Console,
                   notes: list[str] | None = None, fresh_exports: bool = False) -> list[Planned]:
     """One planned job per runtime; exports what the artifact runtimes need first."""
@@ -207,7 +218,7 @@ def plan_students(student: TurboVAEDDecoder, ckpt: Path, family: str, inputs: In
             rt, student, ckpt, family, inputs, out_dir, console, fresh_exports)
         job = Job(f"student/{rt}", rt, family, str(src), inputs.latents, warmup, iters, threads)
         planned.append(Planned(job, "student", inputs.width, inputs.height, inputs.preset, artifact=src,
-                               notes=list(notes or [])))
+                               notes=list(notes or []), frames=student.frames_out(int(inputs.latents.shape[2]))))
     return planned
 
 
@@ -226,26 +237,22 @@ def _runtimes(opts: BenchOptions, artifact_runtime: str | None) -> tuple[str, ..
     return rts
 
 
-def _resolve_student(family: str, opts: BenchOptions, console: Console) -> tuple[TurboVAEDDecoder, Path | None, list]:
-    """The student and the checkpoint file it came from (None if built in memory)."""
-    from turbo_vaed.checkpoint import DEFAULT_STUDENT
-    from turbo_vaed.resolve import RandomStudentWarning, resolve_student
-    from turbo_vaed.teachers import REFERENCE_DIR, reference_family
+def _resolve_student(family: str, opts: BenchOptions, console: Console) -> tuple[Decoder, Path | None, list]:
+    """The decoder and the checkpoint file it came from (None if built in memory)."""
+    from turbo_vaed.console import ShownWarnings
+    from turbo_vaed.resolve import RandomStudentWarning, resolve_decoder
 
-    installed = (REFERENCE_DIR / "config.json").is_file()
-    reference = opts.teacher == "reference" and installed and reference_family() == family
     notes = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RandomStudentWarning)
-        student = resolve_student(family, None if opts.checkpoint is None else str(opts.checkpoint),
-                                  "reference" if reference else "random")
-    if any(issubclass(w.category, RandomStudentWarning) for w in caught):
-        console.print(f"[yellow]warning:[/] the {family} student has RANDOM weights (fine for speed; "
-                      "pass --checkpoint for a trained one)")
-        notes.append("student: random weights (speed only)")
-    ckpt = opts.checkpoint
-    if ckpt is None and reference and not notes and DEFAULT_STUDENT.is_file():
-        ckpt = DEFAULT_STUDENT
+    with ShownWarnings(RandomStudentWarning):
+        student = resolve_decoder(family, None if opts.checkpoint is None else str(opts.checkpoint), opts.teacher)
+    ckpt: Path | None = None
+    if student.checkpoint == "random":
+        notes.append(f"{student.arch.name}: random weights (speed only)")
+    else:
+        from turbo_vaed.decoders.store import resolve_builtin
+
+        ck = student.checkpoint
+        ckpt = resolve_builtin(ck) if ck.startswith("builtin:") else Path(ck)
     return student, ckpt, notes
 
 
@@ -272,13 +279,13 @@ def bench_host(opts: BenchOptions) -> dict:
         job = Job(f"student/{runtimes[0]}", runtimes[0], family, str(artifact), inputs.latents, opts.warmup,
                   opts.iters, threads)
         planned.append(Planned(job, "student", inputs.width, inputs.height, inputs.preset, artifact=artifact,
-                               artifact_sha256=m.get("sha256")))
+                               artifact_sha256=m.get("sha256"), frames=int(m["output_frames"])))
     else:
         runtimes = _runtimes(opts, None)
         family = bench_family(opts)
         inputs = host_inputs(opts, family)
         student, ckpt, notes = _resolve_student(family, opts, console)
-        name = f"{family}-student" + ("-random" if notes else "")
+        name = f"{family}-{student.arch.name}" + ("-random" if notes else "")
         ckpt = student_checkpoint(student, opts.out_dir, name, ckpt)
         planned += plan_students(student, ckpt, family, inputs, runtimes, opts.out_dir, threads, opts.warmup,
                                  opts.iters, console, notes, bool(opts.extra.get("fresh_exports", False)))
@@ -297,8 +304,8 @@ def bench_family(opts: BenchOptions) -> str:
     """--family, else the --teacher folder's family, else the installed reference teacher's."""
     from turbo_vaed.resolve import resolve_family
 
-    if opts.family is not None or opts.teacher != "reference":
-        return resolve_family(opts.family, opts.teacher)
+    if opts.family is not None or opts.teacher != "reference" or opts.checkpoint is not None:
+        return resolve_family(opts.family, opts.teacher, opts.checkpoint)
     return _reference_family()
 
 

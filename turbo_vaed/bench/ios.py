@@ -340,8 +340,10 @@ def load_artifact(artifact: Path | None) -> tuple[Path, Path, dict]:
     manifest_path = artifact.with_name(f"{artifact.stem}.manifest.json")
     if not manifest_path.is_file():
         raise UserError(f"manifest not found: {manifest_path} (turbovaed export writes it next to the artifact)")
+    from turbo_vaed.exporters.manifest import read_manifest
+
+    manifest = read_manifest(manifest_path)  # the one reader/validator (turbovaed.manifest/2, /1 upgraded)
     try:
-        manifest = json.loads(manifest_path.read_text())
         shape_in = [int(x) for x in manifest["inputs"][0]["shape"]]
         shape_out = [int(x) for x in manifest["outputs"][0]["shape"]]
         _ = (str(manifest["family"]), int(manifest["width"]), int(manifest["height"]))  # must be present

@@ -18,8 +18,7 @@ from turbo_vaed.bench.measure import Job
 from turbo_vaed.bench.options import BenchOptions
 from turbo_vaed.bench.stats import host_device
 from turbo_vaed.errors import UserError
-
-COREML_UNITS = {"all": "ALL", "cpuAndNeuralEngine": "CPU_AND_NE", "cpuOnly": "CPU_ONLY", "cpuAndGPU": "CPU_AND_GPU"}
+from turbo_vaed.targets.coreml import COMPUTE_UNITS as COREML_UNITS  # schema name -> coremltools member
 
 
 def coreml_unit_name(units: str) -> str:

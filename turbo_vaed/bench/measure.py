@@ -147,13 +147,11 @@ def _open(job: Job) -> tuple[Callable[[], object], bool, dict]:
                     return teacher_decode(vae, x5)
 
             return run, True, {"version": diffusers.__version__, "delegate": None, "precision": "fp32"}
-        from turbo_vaed.checkpoint import load_student
+        from turbo_vaed.decoders.store import load_decoder
 
-        dec = load_student(job.source, job.family)
+        dec = load_decoder(job.source, job.family)
         if job.runtime == "torch-lowered":
-            from turbo_vaed.lowering import lower
-
-            dec = lower(dec).eval()
+            dec = dec.lower()
             x = x5[0].transpose(0, 1).contiguous()  # [T, C, h, w]
         else:
             x = x5
@@ -163,8 +161,9 @@ def _open(job: Job) -> tuple[Callable[[], object], bool, dict]:
                 return dec(x)
 
         return run, job.runtime == "torch", {"version": torch.__version__, "delegate": None, "precision": "fp32"}
-    from turbo_vaed.runtimes import load_runner
+    from turbo_vaed import targets
 
+    load_runner = targets.load_runner
     kwargs = {"compute_units": job.compute_units} if job.runtime == "coreml" else {}
     runner = load_runner(Path(job.source), job.threads, **kwargs)
     if runner.name != job.runtime:
@@ -188,7 +187,7 @@ def _preimport(job: Job) -> None:
     elif job.runtime == "torch-lowered":
         import turbo_vaed.lowering  # noqa: F401
     elif job.runtime in ARTIFACT_RUNTIMES:
-        import turbo_vaed.runtimes  # noqa: F401
+        import turbo_vaed.targets  # noqa: F401
 
         mod = {"onnxruntime": "onnxruntime", "executorch": "executorch.runtime", "coreml": "coremltools"}
         try:
@@ -238,13 +237,34 @@ def _log_tail(path: str, n: int = 2000) -> str:
         return ""
 
 
+def _last_line(text: str, n: int = 240) -> str:
+    """The last non-indented, non-empty line of ``text`` (a traceback's ``Type: message``), cut to ``n``."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip() and not ln[:1].isspace()]
+    return lines[-1][:n] if lines else ""
+
+
+def _death(code: int | None) -> str:
+    """What an exit code of a dead bench process means, in words."""
+    import signal
+
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        if -code == signal.SIGKILL:
+            return f"killed by {name} (out of memory? try a smaller --res)"
+        return f"the runtime crashed ({name}; a corrupt artifact? re-export it)"
+    return "crashed"
+
+
 def _child(job: Job, q, log_path: str) -> None:  # runs in the spawned process
     """Measure in this fresh process; native-library chatter on fd 2 goes to ``log_path`` (shown on failure)."""
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
     os.dup2(fd, 2)
     os.close(fd)
     try:
-        from turbo_vaed.cli.app import quiet_third_party
+        from turbo_vaed.console import quiet_third_party
 
         quiet_third_party()
         warnings.simplefilter("ignore")
@@ -280,20 +300,18 @@ def run_job(job: Job, progress: Progress | None = None, isolate: bool = True) ->
                     kind, payload = q.get(timeout=1.0)
                 except queue.Empty:
                     code = proc.exitcode
-                    why = "killed by a signal (out of memory? try a smaller --res)" if (code or 0) < 0 else "crashed"
-                    log = _log_tail(log_path)
+                    why = _death(code)
+                    log = _last_line(_log_tail(log_path))
                     raise BenchError(f"{job.label}: the bench process exited with code {code}: {why}"
-                                     + (f"; its stderr ends with:\n{log}" if log else "")) from None
+                                     + (f" (its last words: {log})" if log else "")) from None
             if kind == "progress":
                 step(*payload)
             elif kind == "result":
                 return payload
             elif kind == "user_error":
                 raise UserError(payload)
-            else:
-                log = _log_tail(log_path)
-                raise BenchError(f"{job.label} failed in the bench process: {payload}"
-                                 + (f"\nits stderr ends with:\n{log}" if log else ""))
+            else:  # one line: the exception, never the child's whole traceback
+                raise BenchError(f"{job.label} failed in the bench process: {_last_line(payload.split(chr(10))[0])}")
     finally:
         proc.join(timeout=10)
         if proc.is_alive():

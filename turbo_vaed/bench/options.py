@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from turbo_vaed.targets import targets
+from turbo_vaed.targets.coreml import COMPUTE_UNITS as _COREML_UNITS
+
 DEVICES = ("host", "mac", "iphone16pro", "android")
-RUNTIMES = ("torch", "torch-lowered", "onnxruntime", "executorch", "coreml")
-COMPUTE_UNITS = ("all", "cpuAndNeuralEngine", "cpuAndGPU", "cpuOnly")
-# runtime -> (export target, delegate, artifact suffix) of the artifact it runs
-EXPORT_TARGET = {"onnxruntime": ("onnx", None, ".onnx"), "executorch": ("executorch", "xnnpack", ".pte"),
-                 "coreml": ("coreml", None, ".mlpackage")}
+# runtime -> (export target, default delegate, artifact suffix) of the artifact it runs (from turbo_vaed.targets)
+# (listed onnx, executorch, coreml: host-runnable runtimes first, Core ML predicts on macOS only)
+EXPORT_TARGET = {t.runtime: (t.name, t.delegates[0], t.suffix) for t in reversed(targets())}
+RUNTIMES = ("torch", "torch-lowered", *EXPORT_TARGET)
+COMPUTE_UNITS = tuple(_COREML_UNITS)  # results-schema names of Core ML's compute units
 
 
 @dataclass

@@ -3,31 +3,57 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.table import Table
+
+from turbo_vaed.console import Table
+
+WIDE = 120  # terminals at least this wide get every column
 
 
-def results_table(doc: dict, title: str = "benchmark") -> Table:
-    """One row per result: device, runtime, shape, cold start, latency, FPS, memory, size."""
-    t = Table(title=title)
-    for c in ("label", "device", "runtime", "units/threads", "size", "frames", "load ms", "first ms",
-              "p50 ms", "p90 ms", "min ms", "FPS", "peak MB", "artifact MB"):
-        t.add_column(c, justify="left" if c in ("label", "device", "runtime", "units/threads") else "right")
+def _units(r: dict) -> str:
+    rt = r["runtime"]
+    return str(rt.get("compute_units") or (f"{rt['threads']} thr" if rt.get("threads") else "-"))
+
+
+def _mb(v) -> str:
+    return f"{v / 2**20:.0f}" if v else "-"
+
+
+# (header, left-justified, cell, shown in narrow terminals)
+COLUMNS = (
+    ("label", True, lambda r: r["label"], True),
+    ("device", True, lambda r: f"{r['device']['kind']} ({r['device']['model'][:24]})", False),
+    ("runtime", True, lambda r: f"{r['runtime']['name']} {r['runtime'].get('precision', '')}".strip(), True),
+    ("units/threads", True, _units, False),
+    ("size", False, lambda r: f"{r['model']['width']}x{r['model']['height']}", True),
+    ("frames", False, lambda r: str(r["model"]["output_frames"]), True),
+    ("load ms", False, lambda r: f"{r['cold_start']['load_ms']:.0f}", False),
+    ("first ms", False, lambda r: f"{r['cold_start']['first_run_ms']:.0f}", False),
+    ("p50 ms", False, lambda r: f"{r['latency_ms']['p50']:.1f}", True),
+    ("p90 ms", False, lambda r: f"{r['latency_ms']['p90']:.1f}", False),
+    ("min ms", False, lambda r: f"{r['latency_ms']['min']:.1f}", False),
+    ("FPS", False, lambda r: f"{r['fps']:.2f}", True),
+    ("peak MB", False, lambda r: _mb(r.get("peak_memory_bytes")), True),
+    ("artifact MB", False, lambda r: f"{r['model']['artifact_bytes'] / 2**20:.2f}"
+     if r["model"].get("artifact_bytes") else "-", False),
+)
+
+
+def results_table(doc: dict, title: str = "benchmark", width: int = WIDE) -> Table:
+    """One row per result: device, runtime, shape, cold start, latency, FPS, memory, size.
+
+    Below ``WIDE`` columns only the essential ones are shown (the JSON has everything).
+    """
+    cols = [c for c in COLUMNS if width >= WIDE or c[3]]
+    t = Table(title=title if width >= WIDE else f"{title} (wider terminal or --json: all columns)")
+    for head, left, _, _ in cols:
+        t.add_column(head, justify="left" if left else "right")
     for r in doc["results"]:
-        rt, m, lat = r["runtime"], r["model"], r["latency_ms"]
-        units = rt.get("compute_units") or (f"{rt['threads']} thr" if rt.get("threads") else "-")
-        mem = r.get("peak_memory_bytes")
-        size = m.get("artifact_bytes")
-        t.add_row(r["label"], f"{r['device']['kind']} ({r['device']['model'][:24]})",
-                  f"{rt['name']} {rt.get('precision', '')}".strip(), str(units),
-                  f"{m['width']}x{m['height']}", str(m["output_frames"]),
-                  f"{r['cold_start']['load_ms']:.0f}", f"{r['cold_start']['first_run_ms']:.0f}",
-                  f"{lat['p50']:.1f}", f"{lat['p90']:.1f}", f"{lat['min']:.1f}", f"{r['fps']:.2f}",
-                  f"{mem / 2**20:.0f}" if mem else "-", f"{size / 2**20:.2f}" if size else "-")
+        t.add_row(*(cell(r) for _, _, cell, _ in cols))
     return t
 
 
 def print_results(doc: dict, title: str = "benchmark", console: Console | None = None) -> None:
     console = console or Console()
-    console.print(results_table(doc, title))
+    console.print(results_table(doc, title, console.width))
     for c in doc.get("comparisons", []):
         console.print(f"speedup {c['candidate']} vs {c['baseline']}: [bold]{c['speedup']:.1f}x[/]")

@@ -21,6 +21,7 @@ from pathlib import Path
 from turbo_vaed.bench.options import BenchOptions
 from turbo_vaed.errors import UserError
 from turbo_vaed.families import FAMILIES, get_family
+from turbo_vaed.fileio import write_bytes
 
 TARGET_RATIOS = {"hunyuan": 10.0, "cogvideox": 14.0, "ltx": 4.0, "wan": 5.0}
 TARGET_FPS_480P = 2.0
@@ -130,13 +131,7 @@ def run_suite(opts: BenchOptions) -> dict:
 
     write_json(plan.out_dir / "json" / "summary.json", {k: v for k, v in summary.items()})
     text = render_markdown(plan, summary, opts)
-    plan.report_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = plan.report_path.with_name(f".{plan.report_path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, plan.report_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_bytes(plan.report_path, text.encode())
     for line in summary_lines(summary):
         console.print(line)
     console.print(f"wrote {plan.report_path} and {len(plan.runs)} JSON files in {plan.out_dir / 'json'}")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
-import warnings
 
 import typer
-from rich.console import Console
 
+from turbo_vaed.console import console, err_console, quiet_third_party
 from turbo_vaed.errors import UserError
 
 app = typer.Typer(
@@ -19,18 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-
-def quiet_third_party() -> None:
-    """Silence import-time chatter from torchao/diffusers that users cannot act on."""
-    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
-    for name in ("torchao", "torch.utils._pytree", "diffusers", "coremltools", "executorch"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="torchao")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*TripleDES.*")
+__all__ = ["app", "console", "err_console", "quiet_third_party", "fail", "run", "main"]
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -38,24 +24,57 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
-def run(argv: list[str] | None = None) -> int:
-    """Run the CLI with ``argv``; returns the exit code (used by ``main`` and the tests)."""
+def _click_families() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(Exit, NoArgsIsHelp, ClickException/UsageError, Abort) classes of click and of typer's vendored copy."""
     import click
 
+    exits, helps, errors, aborts = [click.exceptions.Exit], [], [click.exceptions.ClickException], \
+        [click.exceptions.Abort]
+    try:
+        import typer._click.exceptions as tce
+
+        helps.append(tce.NoArgsIsHelpError)
+        errors.append(tce.ClickException)
+        aborts.append(getattr(tce, "Abort", click.exceptions.Abort))
+        exits.append(getattr(tce, "Exit", click.exceptions.Exit))
+    except ImportError:
+        pass
+    try:
+        import typer
+
+        exits.append(typer.Exit)
+    except AttributeError:
+        pass
+    return tuple(exits), tuple(helps), tuple(errors), tuple(aborts)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI with ``argv``; returns the exit code (used by ``main`` and the tests).
+
+    User errors and usage errors (unknown command or option, bad value, missing argument): one ``error:``
+    line and exit 2. Ctrl-C: ``interrupted`` and 130.
+    """
     quiet_third_party()
+    exits, helps, errors, aborts = _click_families()
     try:
         rv = app(args=argv, prog_name="turbovaed", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except UserError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         return e.exit_code
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.exceptions.ClickException as e:
-        e.show(file=sys.stderr)
-        return e.exit_code
-    except click.exceptions.Abort:
-        err_console.print("aborted")
+    except exits as e:
+        return int(getattr(e, "exit_code", 0) or 0)
+    except helps as e:
+        e.show(file=sys.stderr)  # bare `turbovaed CMD` with no arguments: its help
+        return 2
+    except errors as e:
+        msg = " ".join(str(e.format_message()).split())
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else " (see `turbovaed --help`)"
+        err_console.print(f"[bold red]error:[/] {msg}{hint}", highlight=False, soft_wrap=True)
+        return 2
+    except aborts:
+        err_console.print("interrupted")
         return 130
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -10,6 +10,7 @@ import typer
 
 from turbo_vaed.bench.options import COMPUTE_UNITS, DEVICES, RUNTIMES, BenchOptions
 from turbo_vaed.cli.app import app, console
+from turbo_vaed.cli.options import CheckpointOpt, FamilyOpt, ResOpt, TeacherOpt, ThreadsOpt
 from turbo_vaed.errors import UserError
 
 # device -> (module, function); each function takes BenchOptions and returns a validated results doc
@@ -37,15 +38,15 @@ def bench(
                                               "without it, host bench exports what it needs."),
     device: str = typer.Option("host", "--device", "-d", help=f"One of {', '.join(DEVICES)}."),
     runtime: list[str] = typer.Option([], "--runtime", "-r", help=f"Repeatable; one of {', '.join(RUNTIMES)}."),
-    family: Optional[str] = typer.Option(None, "--family", "-f"),
-    res: str = typer.Option("256p", "--res"),
-    latent_frames: int = typer.Option(3, "--latent-frames"),
-    warmup: int = typer.Option(1, "--warmup"),
-    iters: int = typer.Option(5, "--iters"),
+    family: FamilyOpt = None,
+    res: ResOpt = "256p",
+    latent_frames: int = typer.Option(3, "--latent-frames", min=1, max=64),
+    warmup: int = typer.Option(1, "--warmup", min=0),
+    iters: int = typer.Option(5, "--iters", min=1),
     vs_teacher: bool = typer.Option(False, "--vs-teacher", help="Also time the teacher decoder; report speedup."),
-    threads: Optional[int] = typer.Option(None, "--threads"),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint"),
-    teacher: str = typer.Option("reference", "--teacher"),
+    threads: ThreadsOpt = None,
+    checkpoint: CheckpointOpt = None,
+    teacher: TeacherOpt = "reference",
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write results (turbovaed.bench/1)."),
     out_dir: Path = typer.Option(Path("out/bench"), "--out", help="Where exported artifacts/results go."),
     suite: bool = typer.Option(False, "--suite", help="Standard table: every family x runtime; writes BENCHMARKS.md."),
@@ -80,12 +81,19 @@ def bench(
     opts = BenchOptions(
         device=device, artifact=artifact, runtimes=tuple(runtime), family=family, res=res,
         latent_frames=latent_frames, warmup=warmup, iters=iters, vs_teacher=vs_teacher, threads=threads,
-        checkpoint=checkpoint, teacher=teacher, json_path=json_path, out_dir=out_dir, simulator=simulator,
+        checkpoint=Path(checkpoint) if checkpoint else None, teacher=teacher, json_path=json_path,
+        out_dir=out_dir, simulator=simulator,
         compute_units=tuple(compute_units) or ("all",), serial=serial, latents=latents,
         extra={**({"apk": str(apk)} if apk else {}), **({"suite_res": list(suite_res)} if suite_res else {})},
     )
     if artifact is not None and not artifact.exists():
         raise UserError(f"artifact not found: {artifact}; export one with `turbovaed export`")
+    from turbo_vaed.guards import check_bench_request, check_output_file
+
+    if json_path is not None:
+        check_output_file(json_path, "results file", (".json",))
+    if not suite:
+        check_bench_request(opts)  # before anything is exported, allocated or spawned
     from turbo_vaed.bench.measure import BenchError
 
     try:

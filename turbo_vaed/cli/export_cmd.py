@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 from typing import Optional
 
-import torch
 import typer
-from rich.table import Table
 
 from turbo_vaed.cli.app import app, console
+from turbo_vaed.cli.options import CheckpointOpt, FamilyOpt, ResOpt, ThreadsOpt, resolve_choices, set_threads
+from turbo_vaed.console import Table
 from turbo_vaed.errors import UserError
 
 TARGET_HELP = "coreml (.mlpackage), executorch (.pte) or onnx (.onnx + .ort)."
@@ -42,54 +41,22 @@ def report_table(report: dict, title: str) -> Table:
     return t
 
 
-def _family(family: Optional[str]) -> str:
-    from turbo_vaed.resolve import resolve_family
-
-    try:
-        return resolve_family(family, "reference")
-    except FileNotFoundError:
-        raise UserError("the built-in reference teacher is not installed (models/reference): pass --family F") from None
-
-
-def _student(family: str, checkpoint: Optional[Path]):
-    from turbo_vaed.resolve import RandomStudentWarning, resolve_student
-
-    if checkpoint is not None and not checkpoint.is_file():
-        raise UserError(f"checkpoint not found: {checkpoint}; pass --checkpoint PATH to a .safetensors student")
-    from turbo_vaed.checkpoint import build_student
-    from turbo_vaed.teachers import REFERENCE_DIR
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RandomStudentWarning)
-        if (REFERENCE_DIR / "config.json").is_file():
-            student = resolve_student(family, str(checkpoint) if checkpoint else None, "reference")
-        else:  # no built-in reference installed: the family's own student config
-            if checkpoint is None:
-                warnings.warn(f"{family} student built with RANDOM weights (pass --checkpoint for a trained one)",
-                              RandomStudentWarning, stacklevel=1)
-            student = build_student(family, checkpoint)
-    for w in caught:
-        if issubclass(w.category, RandomStudentWarning):
-            console.print(f"[yellow]warning:[/] {w.message}")
-    return student
-
-
 @app.command("export")
 def export_cmd(
     target: Optional[str] = typer.Option(None, "--target", "-t", help=TARGET_HELP),
-    res: str = typer.Option("256p", "--res", "-r", help="256p, 480p, 720p, 1080p or WxH (divisible by the factor)."),
-    family: Optional[str] = typer.Option(None, "--family", "-f", help="Default: the reference teacher's (wan)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Student .safetensors."),
-    latent_frames: Optional[int] = typer.Option(None, "--latent-frames", "-T",
+    res: ResOpt = "256p",
+    family: FamilyOpt = None,
+    checkpoint: CheckpointOpt = None,
+    latent_frames: Optional[int] = typer.Option(None, "--latent-frames", "-T", min=1,
                                                 help="Latent frames per chunk (default: the preset's)."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp16 or fp32 (default: the preset's)."),
     delegate: Optional[str] = typer.Option(None, "--delegate", help="executorch: xnnpack (default) or coreml."),
     out: Path = typer.Option(Path("out/artifacts"), "-o", "--out", help="Output folder."),
     name: Optional[str] = typer.Option(None, "--name", help="Artifact base name (default from the options)."),
     check: Optional[Path] = typer.Option(None, "--check", help="Re-read ARTIFACT and print its report; no export."),
-    threads: int = typer.Option(2, "--threads"),
+    threads: ThreadsOpt = None,
 ) -> None:
-    """Lower the student and export it for phones, with its manifest and phone-readiness report."""
+    """Lower a decoder and export it for phones, with its manifest and phone-readiness report."""
     if check is not None:
         print_check(check)
         return
@@ -101,23 +68,25 @@ def export_cmd(
         resolve_latent_frames,
         resolve_precision,
     )
-    from turbo_vaed.families import RESOLUTIONS, get_family, resolve_resolution
 
     if target is None:
         raise UserError("--target is required: coreml, executorch or onnx (or --check ARTIFACT)")
     check_target(target)
-    fam = get_family(_family(family))
-    w, h = resolve_resolution(res, fam)
+    choices = resolve_choices(family, "reference", checkpoint)
+    r = choices.resolution(res)
     preset = load_preset(target)
     d = resolve_delegate(target, delegate, preset)
     prec = resolve_precision(precision, preset, d)
-    t = resolve_latent_frames(latent_frames, preset, res if res in RESOLUTIONS else f"{w}x{h}")
-    torch.set_num_threads(threads)
-    student = _student(fam.name, checkpoint)
+    t = resolve_latent_frames(latent_frames, preset, r.preset)
+    from turbo_vaed.guards import check_output_dir
+
+    check_output_dir(out)
+    set_threads(threads)
+    decoder = choices.decoder()
     t0 = time.perf_counter()
-    with console.status(f"exporting {fam.name} to {target} at {w}x{h}") as status:
-        result = export_artifact(student, target, res, latent_frames=t, precision=prec, out_dir=out, delegate=d,
-                                 name=name, checkpoint=checkpoint, progress=lambda msg: status.update(msg))
+    with console.status(f"exporting {choices.family.name} to {target} at {r}") as status:
+        result = export_artifact(decoder, target, r, latent_frames=t, precision=prec, out_dir=out, delegate=d,
+                                 name=name, progress=lambda msg: status.update(msg))
     m = result.manifest
     console.print(report_table(m["report"], f"{result.artifact.name}: {m['target']}"
                                f"{'/' + m['delegate'] if m['delegate'] else ''} {m['precision']}, "
@@ -129,35 +98,18 @@ def export_cmd(
 
 def print_check(artifact: Path) -> None:
     """``--check``: re-read the artifact, compare with its manifest, print the report."""
-    from turbo_vaed.exporters import TARGET_OF_EXT
     from turbo_vaed.exporters.manifest import manifest_path, read_manifest, tree_sha256
+    from turbo_vaed.targets import target_of_artifact
 
-    target = TARGET_OF_EXT.get(artifact.suffix)
-    if target is None:
-        raise UserError(f"cannot check {artifact.name}: expected .mlpackage, .pte, .onnx or .ort")
+    tgt = target_of_artifact(artifact)
+    target = tgt.name
     if not artifact.exists():
         raise UserError(f"artifact not found: {artifact}; export one with `turbovaed export`")
     manifest = read_manifest(artifact) if manifest_path(artifact).is_file() else None
     report = dict(manifest["report"]) if manifest else {}
     precision = manifest["precision"] if manifest else "fp16"
     try:
-        if target == "coreml":
-            from turbo_vaed.exporters import coreml
-
-            report.update(coreml.check(artifact, precision))
-        elif target == "executorch":
-            from turbo_vaed.exporters import executorch
-
-            fresh = executorch.check(artifact)
-            if not report:  # no manifest: what the .pte itself holds
-                fresh["weights_bytes"] = fresh["constant_bytes"]
-            fresh["slow_path_ops"] = list(dict.fromkeys(fresh["slow_path_ops"] + [
-                s for s in report.get("slow_path_ops", []) if "not delegated" not in s]))
-            report.update(fresh)
-        elif artifact.suffix == ".onnx":
-            from turbo_vaed.exporters import onnx
-
-            report.update(onnx.check(artifact))
+        report = tgt.check(artifact, precision, report)
     except UserError:
         raise
     except Exception as e:
@@ -182,25 +134,33 @@ def parity(
     artifact: Path = typer.Argument(..., help="Exported artifact (.onnx/.ort/.pte/.mlpackage)."),
     latents: Optional[Path] = typer.Option(None, "--latents", help="Latents file (default: random normal, seed 0)."),
     layout: str = typer.Option("ncthw", "--layout", help="ncthw, or ntchw for N T C H W files (e.g. Wan's)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Student it was exported from."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Override the decoder the manifest "
+                                             "names (a moved checkpoint): PATH, builtin:NAME or random."),
     compute_units: str = typer.Option("all", "--compute-units",
                                       help="Core ML: all, cpuAndNeuralEngine, cpuAndGPU, cpuOnly."),
-    threads: Optional[int] = typer.Option(None, "--threads"),
+    threads: ThreadsOpt = None,
     seed: int = typer.Option(0, "--seed"),
     write: bool = typer.Option(True, "--write/--no-write", help="Store the figures in the manifest."),
 ) -> int:
     """Run ARTIFACT in its runtime and compare with the PyTorch reference (max abs error, PSNR)."""
+    from turbo_vaed.exporters.manifest import manifest_path
+    from turbo_vaed.guards import check_choice, check_output_file
     from turbo_vaed.parity import run_parity
+    from turbo_vaed.targets.coreml import COMPUTE_UNITS
 
-    if threads:
-        torch.set_num_threads(threads)
+    check_choice(compute_units, "--compute-units", COMPUTE_UNITS)
+    check_choice(layout, "--layout", ("ncthw", "ntchw"))
+    if write and artifact.exists():
+        check_output_file(manifest_path(artifact), "manifest")
+    set_threads(threads)
     with console.status(f"running {artifact.name} and the PyTorch reference"):
         rec = run_parity(artifact, latents=latents, layout=layout, checkpoint=checkpoint, threads=threads,
                          compute_units=compute_units, seed=seed, write=write)
     t = Table(title=f"parity: {artifact.name} vs PyTorch reference")
-    for c in ("runtime", "max abs error", "PSNR dB", "criterion", "result"):
+    for c in ("runtime", "evaluator", "max abs error", "PSNR dB", "criterion", "result"):
         t.add_column(c, justify="right" if c in ("max abs error", "PSNR dB") else "left")
-    t.add_row(f"{rec['runtime']} {rec['runtime_version']}", f"{rec['max_abs_error']:.3g}",
+    t.add_row(f"{rec['runtime']} {rec['runtime_version']}", rec.get("evaluator", rec["runtime"]),
+              f"{rec['max_abs_error']:.3g}",
               f"{rec['psnr_db']:.2f}", rec["criterion"], "[green]passed[/]" if rec["passed"] else "[red]FAILED[/]")
     console.print(t)
     console.print(f"latents: {rec['latents']}" + ("; stored in the manifest" if write else ""), highlight=False)

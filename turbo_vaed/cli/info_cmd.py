@@ -8,14 +8,14 @@ from typing import Optional
 
 import torch
 import typer
-from rich.table import Table
 
 from turbo_vaed.cli.app import app, console
-from turbo_vaed.config import load_student_config
-from turbo_vaed.families import FAMILIES, get_family
+from turbo_vaed.config import load_student_config, student_families
+from turbo_vaed.console import Table
+from turbo_vaed.decoders.student_model import TurboVAEDDecoder, count_parameters
+from turbo_vaed.families import get_family
 from turbo_vaed.flops import flops_per_frame
 from turbo_vaed.jsonio import write_json
-from turbo_vaed.student import TurboVAEDDecoder, count_parameters
 from turbo_vaed.teachers import load_teacher, teacher_decoder_parameters
 
 BUDGETS = {"hunyuan": 0.28, "cogvideox": 0.33, "ltx": 0.175, "wan": 0.55}
@@ -50,7 +50,7 @@ def info(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the figures as JSON."),
 ) -> None:
     """Families, student/teacher parameters and FLOPs per output frame at 256p/480p/720p."""
-    names = [get_family(family).name] if family else list(FAMILIES)
+    names = [get_family(family).name] if family else student_families()
     rows = [family_info(n) for n in names]
     t = Table(title="Turbo-VAED students vs. teacher decoders (default teacher configs)")
     for col in ("family", "latents", "teacher", "student", "ratio / budget",

@@ -1,6 +1,6 @@
-"""Exporters: lowered student -> Core ML / ExecuTorch / ONNX artifact + ``<name>.manifest.json``, atomically.
+"""Exporters: any lowered decoder -> Core ML / ExecuTorch / ONNX artifact + ``<name>.manifest.json``, atomically.
 
-``export_artifact`` lowers the 5-D reference (:func:`turbo_vaed.lowering.lower`), converts it in a temp
+``export_artifact`` lowers the 5-D reference (:meth:`turbo_vaed.decoders.Decoder.lower`), converts it in a temp
 folder inside ``out_dir``, writes the manifest there, then renames everything into place (manifest last).
 On any failure the temp folder is removed and nothing new is left in ``out_dir``.
 """
@@ -13,17 +13,16 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
+from turbo_vaed.decoders import Decoder, as_decoder
 from turbo_vaed.errors import UserError
-from turbo_vaed.exporters.graph import Converted
-from turbo_vaed.exporters.manifest import build_manifest, manifest_path, student_section, write_manifest
+from turbo_vaed.exporters.manifest import build_manifest, manifest_path, write_manifest
 from turbo_vaed.exporters.phone_report import finish_report, mobile_gflops_per_frame, module_weights_bytes
 from turbo_vaed.exporters.presets import (
-    TARGETS,
     check_target,
     load_preset,
     lowering_options,
@@ -31,14 +30,10 @@ from turbo_vaed.exporters.presets import (
     resolve_latent_frames,
     resolve_precision,
 )
-from turbo_vaed.families import RESOLUTIONS, resolve_resolution
-from turbo_vaed.lowering import lower
-from turbo_vaed.student import TurboVAEDDecoder
+from turbo_vaed.families import Resolution, get_family, resolve_res
+from turbo_vaed.targets import TARGET_NAMES, get_target
 
-__all__ = ["TARGETS", "EXTENSIONS", "ExportResult", "export_artifact", "default_name"]
-
-EXTENSIONS = {"coreml": ".mlpackage", "executorch": ".pte", "onnx": ".onnx"}
-TARGET_OF_EXT = {".mlpackage": "coreml", ".pte": "executorch", ".onnx": "onnx", ".ort": "onnx"}
+__all__ = ["TARGET_NAMES", "ExportResult", "export_artifact", "default_name"]
 
 
 @dataclass
@@ -53,21 +48,6 @@ def default_name(family: str, target: str, delegate: str | None, preset: str, pr
     return "-".join(parts) + f"-t{t}"
 
 
-def _convert(target: str, mobile, example, tmp: Path, name: str, precision: str, preset: dict,
-             delegate: str | None) -> Converted:
-    if target == "coreml":
-        from turbo_vaed.exporters import coreml
-
-        return coreml.convert(mobile, example, tmp, name, precision, preset)
-    if target == "executorch":
-        from turbo_vaed.exporters import executorch
-
-        return executorch.convert(mobile, example, tmp, name, precision, preset, delegate or "xnnpack")
-    from turbo_vaed.exporters import onnx
-
-    return onnx.convert(mobile, example, tmp, name, precision, preset)
-
-
 def _commit(files: list[Path], out_dir: Path, tmp: Path) -> None:
     """Move ``files`` from ``tmp`` into ``out_dir`` in order (replacing older ones; folders too)."""
     for i, src in enumerate(files):
@@ -77,54 +57,83 @@ def _commit(files: list[Path], out_dir: Path, tmp: Path) -> None:
         os.replace(src, dest)
 
 
-def export_artifact(decoder: TurboVAEDDecoder, target: str, res: str, *, latent_frames: int | None = 3,
+def export_artifact(decoder: Decoder | torch.nn.Module, target: str, res: str | Resolution, *,
+                    latent_frames: int | None = 3,
                     precision: str | None = "fp32", out_dir: Path | str = Path("out/artifacts"),
                     delegate: str | None = None, name: str | None = None, checkpoint: str | Path | None = None,
                     progress: Callable[[str], None] | None = None) -> ExportResult:
-    """Lower ``decoder`` and export it for ``target`` at ``res`` (preset name or ``WxH``).
+    """Lower ``decoder`` (any architecture) and export it for ``target`` at ``res`` (preset name or ``WxH``).
 
     ``latent_frames``/``precision`` ``None`` take the preset's value (``export/<target>.toml``).
-    Bad input raises :class:`UserError` before anything is written.
+    ``checkpoint`` (a path) relabels where the weights came from in the manifest. Bad input raises
+    :class:`UserError` before anything is written.
     """
     say = progress or (lambda _msg: None)
+    dec = as_decoder(decoder)
+    if checkpoint is not None:
+        from turbo_vaed.decoders.store import builtin_label
+        from turbo_vaed.fileio import file_sha256
+
+        if not Path(checkpoint).exists():
+            raise UserError(f"checkpoint not found: {checkpoint}; pass --checkpoint PATH to a decoder checkpoint")
+        ck = Path(checkpoint)
+        wfile = ck / "weights.safetensors" if ck.is_dir() else ck
+        dec = replace(dec, checkpoint=builtin_label(ck) or str(ck),
+                      checkpoint_sha256=file_sha256(wfile) if wfile.is_file() else None)
     target = check_target(target)
     preset = load_preset(target)
-    fam = decoder.family
-    width, height = resolve_resolution(res, fam)
-    preset_name = res if res in RESOLUTIONS else f"{width}x{height}"
+    fam = get_family(dec.family)
+    r = resolve_res(res, fam)
+    width, height, preset_name = r.width, r.height, r.preset
     delegate = resolve_delegate(target, delegate, preset)
     precision = resolve_precision(precision, preset, delegate)
     t = resolve_latent_frames(latent_frames, preset, preset_name)
+    if t < dec.min_latent_frames:
+        raise UserError(f"this {dec.arch.name} decoder needs at least {dec.min_latent_frames} latent frames per "
+                        f"chunk, got {t}: raise --latent-frames")
     opts = lowering_options(preset, delegate, precision)
-    name = name or default_name(fam.name, target, delegate, preset_name, precision, t)
+    label = fam.name if dec.arch.name == "student" else f"{fam.name}-{dec.arch.name}"
+    name = name or default_name(label, target, delegate, preset_name, precision, t)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise UserError(f"artifact name '{name}' must be letters, digits, '.', '_' or '-' (no folders): fix --name")
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise UserError(f"checkpoint not found: {checkpoint}; pass --checkpoint PATH to a .safetensors student")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"output folder {out_dir} is a file: pass -o DIR")
+    from turbo_vaed.guards import (
+        EXPORT_LIVE,
+        check_decoder_finite,
+        check_output_dir,
+        clean_stale_temps,
+        require_decode_memory,
+    )
+
+    check_output_dir(out_dir)
+    check_decoder_finite(dec, "an artifact of NaN weights decodes nothing: re-train the decoder or pass another "
+                         "--checkpoint")
+    in_shape = dec.input_shape(t, height, width)
+    require_decode_memory(dec, (1, in_shape[1], in_shape[0], in_shape[2], in_shape[3]), job="exporting",
+                          live=EXPORT_LIVE, fix="use a smaller --res or fewer --latent-frames per chunk (the app "
+                          "decodes a video chunk by chunk)")
+    clean_stale_temps(out_dir / name)  # temp folders of a killed export of the same artifact
 
     t0 = time.perf_counter()
-    say(f"lowering the {fam.name} student to a rank-4 graph ({opts.shuffle}, fp16_safe={opts.fp16_safe})")
-    mobile = lower(decoder, opts)
-    in_shape = mobile.input_shape(t, height, width)
-    out_shape = (fam.frames_out(t), 3, height, width)
+    say(f"lowering the {fam.name} {dec.arch.name} decoder to a rank-4 graph ({opts.shuffle}, "
+        f"fp16_safe={opts.fp16_safe})")
+    mobile = dec.lower(opts)
+    out_shape = (dec.frames_out(t), 3, height, width)
     example = torch.randn(*in_shape, generator=torch.Generator().manual_seed(0))
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=out_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp{os.getpid()}.", suffix=".tmp", dir=out_dir))
     try:
         say(f"converting to {target}{f' ({delegate})' if delegate else ''} {precision} "
             f"[{', '.join(map(str, in_shape))}] -> [{', '.join(map(str, out_shape))}]")
         try:
-            conv = _convert(target, mobile, example, tmp, name, precision, preset, delegate)
+            conv = get_target(target).convert(mobile, example, tmp, name, precision, preset, delegate)
         except UserError:
             raise
         except Exception as e:  # converter failures: one line, nothing written
             msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise UserError(f"{target} export failed ({type(e).__name__}: {msg[:300]}); nothing was written") from e
         say("counting FLOPs and writing the manifest")
-        gflops = mobile_gflops_per_frame(mobile, in_shape)
+        gflops = mobile_gflops_per_frame(mobile, in_shape, out_shape[0])
         weights = conv.report.pop("weights_bytes", None) or module_weights_bytes(mobile, precision)
         report = finish_report(conv.report, weights_bytes=weights, gflops_per_frame=gflops)
         extra = {"lowering": asdict(opts), "export_seconds": round(time.perf_counter() - t0, 2),
@@ -132,7 +141,7 @@ def export_artifact(decoder: TurboVAEDDecoder, target: str, res: str, *, latent_
         manifest = build_manifest(
             name=name, artifact=conv.artifact, target=target, delegate=delegate, preset=preset_name,
             family=fam.name, width=width, height=height, input_shape=list(in_shape), output_shape=list(out_shape),
-            precision=precision, io_dtype=conv.io_dtype, student=student_section(decoder, checkpoint),
+            precision=precision, io_dtype=conv.io_dtype, decoder=dec.manifest_section(),
             report=report, extra=extra)
         mpath = write_manifest(tmp / manifest_path(conv.artifact).name, manifest)
         _commit([conv.artifact, *conv.extra_files, mpath], out_dir, tmp)

@@ -8,24 +8,11 @@ import io
 import logging
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from turbo_vaed.exporters.phone_report import MAX_RANK, exported_program_report
-
-
-@dataclass
-class Converted:
-    """What a target exporter wrote into the temp folder: the artifact first, then companions."""
-
-    artifact: Path
-    report: dict
-    io_dtype: str = "float32"
-    extra_files: list[Path] = field(default_factory=list)
-    extra: dict = field(default_factory=dict)
 
 
 class CastIO(nn.Module):

@@ -1,8 +1,12 @@
-"""``<name>.manifest.json`` next to every artifact (schema ``turbovaed.manifest/1``): build, read, write atomically."""
+"""``<name>.manifest.json`` next to every artifact (schema ``turbovaed.manifest/2``): build, read, write atomically.
+
+The one manifest reader/validator of the toolchain (the iOS and Android drivers use it too). Version 2 names the
+decoder (``decoder``: architecture, config, checkpoint label and hashes, latent convention, output range);
+version-1 manifests (``student`` section) are read as architecture ``student``.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,11 +14,16 @@ from pathlib import Path
 import torch
 
 from turbo_vaed.errors import UserError
+from turbo_vaed.fileio import tree_sha256, tree_size
 from turbo_vaed.jsonio import write_json
 
-SCHEMA = "turbovaed.manifest/1"
+__all__ = ["SCHEMA", "manifest_path", "tree_sha256", "tree_size", "weights_sha256", "toolchain", "now_iso",
+           "build_manifest", "validate_manifest", "read_manifest", "write_manifest", "update_manifest"]
+
+SCHEMA = "turbovaed.manifest/2"
+LEGACY_SCHEMA = "turbovaed.manifest/1"
 REQUIRED = ("schema", "name", "artifact", "target", "delegate", "preset", "family", "width", "height",
-            "latent_frames", "output_frames", "precision", "inputs", "outputs", "student", "toolchain",
+            "latent_frames", "output_frames", "precision", "inputs", "outputs", "decoder", "toolchain",
             "report", "parity", "size_bytes", "sha256", "created")
 REPORT_KEYS = ("op_counts", "max_rank", "slow_path_ops", "partitions", "non_delegated_ops", "weights_bytes",
                "gflops_per_frame")
@@ -26,75 +35,19 @@ def manifest_path(artifact: str | Path) -> Path:
     return p.with_name(f"{p.stem}.manifest.json")
 
 
-def tree_sha256(path: Path) -> str:
-    """sha256 of a file, or of a folder (relative paths and contents of its files, sorted)."""
-    h = hashlib.sha256()
-    if path.is_file():
-        files = [path]
-        base = path.parent
-    else:
-        files = sorted(p for p in path.rglob("*") if p.is_file())
-        base = path
-    for f in files:
-        if path.is_dir():
-            h.update(f.relative_to(base).as_posix().encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def tree_size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
 def weights_sha256(module: torch.nn.Module) -> str:
-    """Hash of a state dict (sorted keys, fp32 bytes): identifies the reference weights an artifact came from."""
-    h = hashlib.sha256()
-    for k, v in sorted(module.state_dict().items()):
-        h.update(k.encode() + b"\0")
-        h.update(v.detach().to(torch.float32).contiguous().cpu().numpy().tobytes())
-    return h.hexdigest()
+    """Hash of a module's state dict (see :func:`turbo_vaed.decoders.base.weights_sha256`)."""
+    from turbo_vaed.decoders.base import weights_sha256 as _w
 
-
-def student_section(decoder, checkpoint: str | Path | None) -> dict:
-    """Config, hashes and checkpoint of the reference student."""
-    from turbo_vaed.checkpoint import file_sha256
-
-    cfg_json = json.dumps(decoder.cfg.to_dict(), sort_keys=True)
-    ck = Path(checkpoint) if checkpoint is not None else None
-    return {
-        "config": decoder.cfg.to_dict(),
-        "config_sha256": hashlib.sha256(cfg_json.encode()).hexdigest(),
-        "checkpoint": str(ck) if ck is not None else None,
-        "checkpoint_sha256": file_sha256(ck) if ck is not None and ck.is_file() else None,
-        "weights_sha256": weights_sha256(decoder),
-    }
+    return _w(module)
 
 
 def toolchain(target: str) -> dict:
+    """turbovaed, torch and the target's own converter/runtime versions."""
     from turbo_vaed import __version__
+    from turbo_vaed.targets import get_target
 
-    tc = {"turbovaed": __version__, "torch": torch.__version__}
-    if target == "coreml":
-        import coremltools
-
-        tc["coremltools"] = coremltools.__version__
-    elif target == "executorch":
-        from importlib.metadata import version
-
-        tc["executorch"] = version("executorch")
-        import coremltools
-
-        tc["coremltools"] = coremltools.__version__
-    elif target == "onnx":
-        import onnx
-        import onnxruntime
-
-        tc["onnx"], tc["onnxruntime"] = onnx.__version__, onnxruntime.__version__
-    return tc
+    return {"turbovaed": __version__, "torch": torch.__version__, **get_target(target).toolchain()}
 
 
 def now_iso() -> str:
@@ -103,7 +56,7 @@ def now_iso() -> str:
 
 def build_manifest(*, name: str, artifact: Path, target: str, delegate: str | None, preset: str, family: str,
                    width: int, height: int, input_shape: list[int], output_shape: list[int], precision: str,
-                   io_dtype: str, student: dict, report: dict, extra: dict | None = None) -> dict:
+                   io_dtype: str, decoder: dict, report: dict, extra: dict | None = None) -> dict:
     """The manifest of a finished artifact (``artifact`` is where it lies now; only its name is recorded)."""
     doc = {
         "schema": SCHEMA,
@@ -120,7 +73,7 @@ def build_manifest(*, name: str, artifact: Path, target: str, delegate: str | No
         "precision": precision,
         "inputs": [{"name": "latents", "shape": [int(s) for s in input_shape], "dtype": io_dtype}],
         "outputs": [{"name": "frames", "shape": [int(s) for s in output_shape], "dtype": io_dtype}],
-        "student": student,
+        "decoder": decoder,
         "toolchain": toolchain(target),
         "report": report,
         "parity": None,
@@ -134,7 +87,12 @@ def build_manifest(*, name: str, artifact: Path, target: str, delegate: str | No
 
 
 def validate_manifest(doc: object, source: str | Path = "manifest") -> dict:
-    """One-line :class:`UserError` unless ``doc`` looks like a turbovaed.manifest/1 document."""
+    """One-line :class:`UserError` unless ``doc`` looks like a turbovaed.manifest/2 document (/1 is upgraded)."""
+    if isinstance(doc, dict) and doc.get("schema") == LEGACY_SCHEMA and isinstance(doc.get("student"), dict):
+        doc = {**doc, "schema": SCHEMA, "decoder": {"arch": "student", **doc["student"]}}
+        doc.pop("student")
+        if doc["decoder"].get("checkpoint") is None:
+            doc["decoder"]["checkpoint"] = "random"
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise UserError(f"{source} is not a {SCHEMA} manifest: re-export the artifact with `turbovaed export`")
     missing = [k for k in REQUIRED if k not in doc]
@@ -145,6 +103,8 @@ def validate_manifest(doc: object, source: str | Path = "manifest") -> dict:
         assert doc["inputs"][0]["name"] == "latents" and len(shape) == 4
         assert doc["outputs"][0]["name"] == "frames" and len(doc["outputs"][0]["shape"]) == 4
         assert all(k in doc["report"] for k in REPORT_KEYS)
+        assert isinstance(doc["decoder"], dict) and isinstance(doc["decoder"].get("arch"), str)
+        assert isinstance(doc["decoder"].get("config"), dict)
     except (AssertionError, KeyError, IndexError, TypeError):
         raise UserError(f"{source}: inputs/outputs/report do not follow {SCHEMA}: re-export the artifact") from None
     return doc
@@ -159,7 +119,7 @@ def read_manifest(artifact: str | Path) -> dict:
     try:
         doc = json.loads(mp.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"manifest {mp} is not JSON: re-export the artifact") from None
+        raise UserError(f"{mp} is not a turbovaed manifest (not JSON): re-export the artifact") from None
     return validate_manifest(doc, mp)
 
 

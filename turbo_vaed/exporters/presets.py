@@ -10,15 +10,14 @@ from turbo_vaed.errors import UserError
 from turbo_vaed.lowering import LoweringOptions
 
 PRESETS_DIR = MODELS_DIR.parent / "export"
-TARGETS = ("coreml", "executorch", "onnx")
-DELEGATES = {"coreml": (None,), "executorch": ("xnnpack", "coreml"), "onnx": (None,)}
 PRECISIONS = ("fp16", "fp32")
 
 
 def check_target(target: str | None) -> str:
-    if target not in TARGETS:
-        raise UserError(f"unknown export target '{target}': choose one of {', '.join(TARGETS)} (--target)")
-    return target
+    """``target`` if it names an export target (one-line error otherwise)."""
+    from turbo_vaed.targets import get_target
+
+    return get_target(target).name
 
 
 def load_preset(target: str) -> dict:
@@ -33,13 +32,19 @@ def load_preset(target: str) -> dict:
 
 
 def resolve_delegate(target: str, delegate: str | None, preset: dict) -> str | None:
-    if target != "executorch":
+    """The delegate: ``--delegate``, else the preset's, else the target's default (None if it has none)."""
+    from turbo_vaed.targets import get_target, targets
+
+    tgt = get_target(target)
+    known = tgt.delegates
+    if known == (None,):
         if delegate not in (None, "null", "none"):
-            raise UserError(f"--delegate applies to --target executorch only, not {target}: drop it")
+            with_delegates = ", ".join(t.name for t in targets() if t.delegates != (None,))
+            raise UserError(f"--delegate applies to --target {with_delegates} only, not {target}: drop it")
         return None
-    d = delegate or preset.get("delegate", "xnnpack")
-    if d not in DELEGATES["executorch"]:
-        raise UserError(f"unknown ExecuTorch delegate '{d}': use xnnpack (Android CPU) or coreml (iOS)")
+    d = delegate or preset.get("delegate", known[0])
+    if d not in known:
+        raise UserError(f"unknown {tgt.title or target} delegate '{d}': use one of {', '.join(map(str, known))}")
     return d
 
 

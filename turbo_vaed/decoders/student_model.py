@@ -71,17 +71,28 @@ class ResBlock(nn.Module):
         return x + h
 
 
-def pixel_shuffle_3d(x: torch.Tensor, rt: int, rs: int) -> torch.Tensor:
+def trims(frame_rule: str, t: int) -> bool:
+    """Whether a temporal upsample of ``t`` frames drops its first rt-1 frames under the family's frame rule.
+
+    ``causal``: always (1 + rt(T-1)); ``causal-odd`` (CogVideoX): only for odd T (even T keeps rt*T);
+    ``full`` (DC-AE): never.
+    """
+    return frame_rule == "causal" or (frame_rule == "causal-odd" and t % 2 == 1)
+
+
+def pixel_shuffle_3d(x: torch.Tensor, rt: int, rs: int, frame_rule: str = "causal") -> torch.Tensor:
     """Decoupled 3D pixel shuffle: channels (C, rt, rs, rs) -> frames x rt, pixels x rs.
 
-    The first ``rt - 1`` frames are dropped so T frames become 1 + rt(T-1) (causal convention).
+    The first ``rt - 1`` frames are dropped where the family's frame rule trims (see :func:`trims`), so T
+    frames become 1 + rt(T-1) in the causal convention.
     """
     b, c, t, h, w = x.shape
     co = c // (rt * rs * rs)
     if rt > 1:
+        drop = rt - 1 if trims(frame_rule, t) else 0
         x = x.reshape(b, co, rt, rs * rs, t, h, w).permute(0, 1, 3, 4, 2, 5, 6)
-        x = x.reshape(b, co * rs * rs, t * rt, h, w)[:, :, rt - 1 :]
-        t = t * rt - (rt - 1)
+        x = x.reshape(b, co * rs * rs, t * rt, h, w)[:, :, drop:]
+        t = t * rt - drop
     if rs > 1:
         x = x.transpose(1, 2).reshape(b * t, co * rs * rs, h, w)
         x = F.pixel_shuffle(x, rs).reshape(b, t, co, h * rs, w * rs).transpose(1, 2)
@@ -91,23 +102,23 @@ def pixel_shuffle_3d(x: torch.Tensor, rt: int, rs: int) -> torch.Tensor:
 class Upsample(nn.Module):
     """Conv to cout*rt*rs*rs channels, then the decoupled 3D pixel shuffle (no interpolation)."""
 
-    def __init__(self, cin: int, cout: int, rt: int, rs: int, conv: str) -> None:
+    def __init__(self, cin: int, cout: int, rt: int, rs: int, conv: str, frame_rule: str = "causal") -> None:
         super().__init__()
-        self.rt, self.rs = rt, rs
+        self.rt, self.rs, self.frame_rule = rt, rs, frame_rule
         self.conv = make_conv(conv, cin, cout * rt * rs * rs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return pixel_shuffle_3d(self.conv(x), self.rt, self.rs)
+        return pixel_shuffle_3d(self.conv(x), self.rt, self.rs, self.frame_rule)
 
 
 class Stage(nn.Module):
     """Residual blocks at one resolution, then an optional upsample to the next width."""
 
-    def __init__(self, cfg: StageConfig, next_channels: int, eps: float) -> None:
+    def __init__(self, cfg: StageConfig, next_channels: int, eps: float, frame_rule: str = "causal") -> None:
         super().__init__()
         self.blocks = nn.ModuleList(ResBlock(cfg.channels, cfg.conv, eps) for _ in range(cfg.blocks))
         self.upsample = (
-            Upsample(cfg.channels, next_channels, cfg.up_t, cfg.up_s, cfg.up_conv)
+            Upsample(cfg.channels, next_channels, cfg.up_t, cfg.up_s, cfg.up_conv, frame_rule)
             if (cfg.up_t > 1 or cfg.up_s > 1) else None
         )
 
@@ -118,7 +129,7 @@ class Stage(nn.Module):
 
 
 class TurboVAEDDecoder(nn.Module):
-    """Turbo-VAED student: normalised latents (B, C, T, h, w) -> video (B, 3, 1+t(T-1), H, W) in [-1, 1]."""
+    """Turbo-VAED student: normalised latents (B, C, T, h, w) -> video (B, 3, F(T), H, W) in [-1, 1] (family rule)."""
 
     def __init__(self, cfg: StudentConfig) -> None:
         super().__init__()
@@ -127,7 +138,7 @@ class TurboVAEDDecoder(nn.Module):
         chans = [s.channels for s in cfg.stages]
         self.conv_in = CausalConv3d(fam.latent_channels, chans[0])
         self.stages = nn.ModuleList(
-            Stage(s, chans[min(i + 1, len(chans) - 1)], cfg.eps) for i, s in enumerate(cfg.stages)
+            Stage(s, chans[min(i + 1, len(chans) - 1)], cfg.eps, fam.frame_rule) for i, s in enumerate(cfg.stages)
         )
         self.norm_out = RMSNorm(chans[-1], cfg.eps)
         p = cfg.patch_size
