@@ -52,6 +52,23 @@ def _timed(fn, *args):
     return out, time.perf_counter() - t0
 
 
+STREAM_CHUNK = 2  # latent frames per streamed chunk in the demo
+
+
+def stream_check(student: Decoder, latents: torch.Tensor, full: torch.Tensor) -> dict:
+    """Decode ``latents`` again chunk by chunk (the phone's way) and compare with the full decode ``full``."""
+    from turbo_vaed.errors import UserError
+    from turbo_vaed.streaming import stream_decoder
+
+    try:
+        got = np.concatenate(list(stream_decoder(student, latents, STREAM_CHUNK)))
+    except UserError as e:  # an architecture without a streaming step
+        return {"chunk": STREAM_CHUNK, "max_abs_vs_full": None, "note": str(e)}
+    ref = full[0].transpose(0, 1).numpy()
+    err = float(np.abs(got - ref).max()) if got.shape == ref.shape else float("inf")
+    return {"chunk": STREAM_CHUNK, "frames": int(got.shape[0]), "max_abs_vs_full": err}
+
+
 def reconstruction_stage(ctx: DemoContext, frames: int = DEMO_FRAMES) -> dict:
     """Encode the held-out clip, decode with teacher and student, side-by-side mp4, metrics."""
     from turbo_vaed.video_io import write_video
@@ -69,10 +86,11 @@ def reconstruction_stage(ctx: DemoContext, frames: int = DEMO_FRAMES) -> dict:
     }
     rows["student"]["psnr_retention"] = rows["student"]["psnr"] / rows["teacher"]["psnr"]
     rows["student"]["ssim_retention"] = rows["student"]["ssim"] / rows["teacher"]["ssim"]
+    stream_err = stream_check(ctx.student, ctx.latents, rec_s)
     side = np.concatenate([to_uint8(ctx.video), to_uint8(rec_t), to_uint8(rec_s)], axis=2)
     mp4 = write_video(ctx.out_dir / "side_by_side.mp4", side, fps=ctx.fps)
     res = dict(clip=HELDOUT_CLIP, frames=int(ctx.video.shape[2]),
                size=[int(ctx.video.shape[4]), int(ctx.video.shape[3])],
-               latents=list(ctx.latents.shape), encode_s=t_enc, decoders=rows, video=str(mp4))
+               latents=list(ctx.latents.shape), encode_s=t_enc, decoders=rows, video=str(mp4), stream=stream_err)
     ctx.results["reconstruction"] = res
     return res

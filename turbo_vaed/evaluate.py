@@ -64,6 +64,8 @@ def baseline_rows(video: torch.Tensor, spatial_factor: int, perceptual: torch.nn
     """``scale{k}x_psnr`` / ``_ssim`` / ``_colour`` (and ``_lpips``) of the scaling baselines on ``video``."""
     r = {}
     for k in baseline_factors(spatial_factor):
+        if min(video.shape[-2:]) < k:  # too small to scale down by k
+            continue
         rec = scale_baseline(video, k)
         r[f"scale{k}x_psnr"] = psnr(rec, video)
         r[f"scale{k}x_ssim"] = ssim(rec, video)

@@ -436,9 +436,15 @@ def check_bench_request(opts) -> None:
     if opts.artifact is not None:
         art = Path(opts.artifact)
         m = read_manifest(art) if manifest_path(art).is_file() else None
-        check_artifact(art, m)
         if m is not None:
             require_artifact_memory(m, "benchmarking", live=3)
+            if opts.latents is not None:
+                from turbo_vaed.latents_io import check_latent_geometry, check_single, peek_latents
+
+                shape, _meta = peek_latents(opts.latents)
+                check_latent_geometry(shape, m["family"])
+                check_single(shape, str(opts.latents), "bench decodes one latent video")
+        check_artifact(art, m, deep=None if m is not None else False)  # no manifest: the driver refuses it
         return
     if opts.device != "host":
         return
@@ -690,20 +696,34 @@ def _matches_manifest(p: Path, manifest: dict | None) -> bool:
         return False
 
 
+_PROBED: dict[tuple, str | None] = {}  # (path, size, mtime) -> the refusal (None: loads fine)
+
+
 def probe_pte(path: Path) -> None:
-    """Load a .pte in a child process; a crash or a refusal there is one line here."""
+    """Load a .pte in a child process; a crash or a refusal there is one line here (remembered per file)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _PROBED:
+        _PROBED[key] = _probe_pte(path)
+    if _PROBED[key]:
+        raise UserError(_PROBED[key])
+
+
+def _probe_pte(path: Path) -> str | None:
     env = {**os.environ, "TORCH_CPP_LOG_LEVEL": "ERROR", "PYTHONWARNINGS": "ignore", "DIFFUSERS_VERBOSITY": "error"}
     try:
         r = subprocess.run([sys.executable, "-c", PTE_PROBE, str(path)], capture_output=True, text=True,
                            timeout=PROBE_TIMEOUT_S, env=env, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        raise UserError(f"{path.name}: the ExecuTorch runtime did not load it within {PROBE_TIMEOUT_S} s "
-                        "(corrupt?): re-export it") from None
-    if r.returncode != 0:
-        how = f"crashed (signal {-r.returncode})" if r.returncode < 0 or r.returncode > 128 else "refused it"
-        why = _last_line(r.stderr)
-        raise UserError(f"{path.name} is corrupt: the ExecuTorch runtime {how} when loading it"
-                        f"{' (' + why + ')' if why else ''}: re-export it with `turbovaed export`")
+        return (f"{path.name}: the ExecuTorch runtime did not load it within {PROBE_TIMEOUT_S} s (corrupt?): "
+                "re-export it")
+    if r.returncode == 0:
+        return None
+    code = r.returncode
+    how = f"crashed (signal {-code if code < 0 else code - 128})" if code < 0 or code > 128 else "refused it"
+    why = _last_line(r.stderr)
+    return (f"{path.name} is corrupt: the ExecuTorch runtime {how} when loading it{' (' + why + ')' if why else ''}"
+            ": re-export it with `turbovaed export`")
 
 
 @contextlib.contextmanager

@@ -101,27 +101,38 @@ def _torch_tensor(p: Path, mmap: bool = False) -> torch.Tensor:
     return z
 
 
-def load_latents(path: str | Path, layout: str = "ncthw") -> tuple[torch.Tensor, dict]:
+def load_latents(path: str | Path, layout: str = "ncthw", first: tuple[int, int, int] | None = None
+                 ) -> tuple[torch.Tensor, dict]:
     """Read latents from .safetensors (key ``latents``) or a torch .pt/.pth tensor.
 
-    ``layout="ntchw"`` transposes N T C H W files (e.g. the Wan pipeline's) to N C T H W. The tensor must fit in
-    the memory available and hold only finite values (one-line errors otherwise).
+    ``layout="ntchw"`` transposes N T C H W files (e.g. the Wan pipeline's) to N C T H W. ``first=(T, h, w)``
+    reads only the first batch item's first T frames and top-left h x w (what a fixed-shape artifact takes), so
+    a long video's latents are never read whole. The tensor must fit in the memory available and hold only
+    finite values (one-line errors otherwise).
     """
     from turbo_vaed.guards import check_finite, reading, require_memory
 
     p = Path(path)
     shape, meta = peek_latents(p, layout)
+    if first is not None and len(shape) == 5:
+        t, h, w = first
+        shape = (1, shape[1], min(shape[2], t), min(shape[3], h), min(shape[4], w))
     n = math.prod(shape)
     require_memory(8 * n, f"reading latents {p} of shape {list(shape)}",
                    "pass fewer latent frames or a smaller crop of them")
     with reading(p, "latents", FIX):
         if p.suffix in (".pt", ".pth"):
-            z = _torch_tensor(p)
+            z = _torch_tensor(p, mmap=first is not None)
+            if first is not None and z.dim() == 5:
+                z = _first(z, first, layout).clone()
         else:
             from safetensors import safe_open
 
             with safe_open(str(p), framework="pt") as f:
-                z = f.get_tensor("latents")
+                if first is not None and len(shape) == 5:
+                    z = _first(f.get_slice("latents"), first, layout)
+                else:
+                    z = f.get_tensor("latents")
         if z.is_complex() or not (z.is_floating_point() or z.dtype in (torch.int8, torch.uint8, torch.int16,
                                                                         torch.int32, torch.int64)):
             raise UserError(f"latents in {p} have dtype {z.dtype}: expected a float tensor; {FIX}")
@@ -132,6 +143,14 @@ def load_latents(path: str | Path, layout: str = "ncthw") -> tuple[torch.Tensor,
         z = z.float().contiguous()
     check_finite(z, f"latents file {p}", f"the latents are broken: {FIX} (or fix what wrote them)")
     return z, meta
+
+
+def _first(z, first: tuple[int, int, int], layout: str):
+    """``z[:1, :, :T, :h, :w]`` (N C T H W) or ``z[:1, :T, :, :h, :w]`` (N T C H W) of a tensor or a slice."""
+    t, h, w = first
+    if layout == "ntchw":
+        return z[:1, :t, :, :h, :w]
+    return z[:1, :, :t, :h, :w]
 
 
 def check_latent_geometry(z: torch.Tensor | tuple[int, ...], family: str) -> None:

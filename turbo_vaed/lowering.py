@@ -94,6 +94,10 @@ class TemporalConv(nn.Module):
         t = x.shape[0]
         if self.k > 1:
             x = torch.cat([x[:1]] * (self.k - 1) + [x], dim=0)
+        return self.padded(x, t)
+
+    def padded(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """The conv on ``x`` that already carries its k-1 frames of history in front (``t`` outputs)."""
         if self.taps is None:
             if self.k > 1:
                 x = torch.cat([x[j : j + t] for j in range(self.k)], dim=1)

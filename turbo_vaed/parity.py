@@ -44,8 +44,12 @@ def reference_decoder(manifest: dict, checkpoint: str | Path | None = None) -> D
     return dec
 
 
-def fit_latents(z: torch.Tensor, shape: tuple[int, int, int, int]) -> tuple[torch.Tensor, str]:
-    """Latents ``(1, C, T', h', w')`` cut (or tiled) to ``(1, C, T, h, w)``, with a note on what was done."""
+def fit_latents(z: torch.Tensor, shape: tuple[int, int, int, int], source: tuple[int, ...] | None = None
+                ) -> tuple[torch.Tensor, str]:
+    """Latents ``(1, C, T', h', w')`` cut (or tiled) to ``(1, C, T, h, w)``, with a note on what was done.
+
+    ``source``: the (T, h, w) of the whole file when ``z`` is the part of it that was read.
+    """
     t, c, h, w = shape
     if z.dim() != 5 or z.shape[0] != 1:
         raise UserError(f"latents must be (1, C, T, h, w), got {tuple(z.shape)}: use --layout ntchw for N T C H W")
@@ -58,7 +62,8 @@ def fit_latents(z: torch.Tensor, shape: tuple[int, int, int, int]) -> tuple[torc
         z = z.repeat(1, 1, *reps)
     z = z[:, :, :t, :h, :w].contiguous()
     tiled = " (tiled)" if any(r > 1 for r in reps) else ""
-    note = f"first {t} of {src[0]} frames, {h}x{w} of {src[1]}x{src[2]}{tiled}"
+    full = source or src
+    note = f"first {t} of {full[0]} frames, {h}x{w} of {full[1]}x{full[2]}{tiled}"
     return z.float(), note
 
 
@@ -75,10 +80,16 @@ def parity_latents(shape: tuple[int, int, int, int], latents: str | Path | torch
         check_finite(latents, "the parity latents", "pass finite latents")
         z, note = fit_latents(latents.float(), shape)
         return z, f"given tensor: {note}"
-    from turbo_vaed.latents_io import load_latents
+    from turbo_vaed.latents_io import load_latents, peek_latents
 
-    z, _meta = load_latents(latents, layout)  # refuses NaN/Inf: the artifact is never blamed for its input
-    z, note = fit_latents(z, shape)
+    full, _meta = peek_latents(latents, layout)
+    if len(full) == 5 and full[0] != 1:
+        raise UserError(f"latents must be (1, C, T, h, w), got {full}: use --layout ntchw for N T C H W, or one "
+                        "video per file")
+    t, _c, h, w = shape
+    # only the chunk the artifact takes is read; NaN/Inf in it are refused: the artifact is never blamed for its input
+    z, _meta = load_latents(latents, layout, first=(t, h, w))
+    z, note = fit_latents(z, shape, source=tuple(full[2:]) if len(full) == 5 else None)
     return z, f"{Path(latents).name}: {note}"
 
 

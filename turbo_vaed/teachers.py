@@ -84,8 +84,10 @@ def load_teacher(family: str | None = None, path: str | Path | None = "reference
         p = Path(path)
         if not (p / "config.json").is_file():
             raise UserError(f"teacher directory not found or has no config.json: {p}; pass a diffusers VAE folder")
-        cfg = json.loads((p / "config.json").read_text())
-        fam = get_family(family_of_class(cfg.get("_class_name", "")))
+        from turbo_vaed.guards import read_json
+
+        cfg = read_json(p / "config.json", "teacher config", fix="pass a diffusers VAE folder")
+        fam = get_family(family_of_class(str(cfg.get("_class_name", ""))))
         if family is not None and family != fam.name:
             raise UserError(f"teacher at {p} is family '{fam.name}', not '{family}': fix --family")
         cls = teacher_class(fam)

@@ -162,3 +162,53 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 24.0, crf: in
         for packet in stream.encode():
             out.mux(packet)
     return p
+
+
+class VideoWriter:
+    """Frames appended as they arrive (H.264 mp4), renamed into place on :meth:`close`; nothing is left behind
+    when the writing fails or is interrupted (``with VideoWriter(path, fps) as w: w.write(frames)``)."""
+
+    def __init__(self, path: str | Path, fps: float = 24.0, crf: int = 18) -> None:
+        from turbo_vaed.fileio import temp_sibling
+
+        self.path, self.fps, self.crf = Path(path), fps, crf
+        self.tmp = temp_sibling(self.path)
+        self._out = self._stream = None
+        self.frames = 0
+
+    def __enter__(self) -> VideoWriter:
+        import av
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._out = av.open(str(self.tmp), mode="w", format="mp4")
+        return self
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append uint8 (N, H, W, 3) frames."""
+        import av
+
+        h, w = frames.shape[1:3]
+        if h % 2 or w % 2:
+            frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        if self._stream is None:
+            self._stream = self._out.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+            self._stream.width, self._stream.height = frames.shape[2], frames.shape[1]
+            self._stream.pix_fmt = "yuv420p"
+            self._stream.options = {"crf": str(self.crf)}
+        for f in frames:
+            for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                self._out.mux(packet)
+        self.frames += len(frames)
+
+    def __exit__(self, exc_type, *exc) -> None:
+        import os
+
+        try:
+            if self._stream is not None:
+                for packet in self._stream.encode():
+                    self._out.mux(packet)
+            self._out.close()
+            if exc_type is None and self.frames:
+                os.replace(self.tmp, self.path)
+        finally:
+            self.tmp.unlink(missing_ok=True)

@@ -22,7 +22,8 @@ def _mb(v) -> str:
 COLUMNS = (
     ("label", True, lambda r: r["label"], True),
     ("device", True, lambda r: f"{r['device']['kind']} ({r['device']['model'][:24]})", False),
-    ("runtime", True, lambda r: f"{r['runtime']['name']} {r['runtime'].get('precision', '')}".strip(), True),
+    ("runtime", True, lambda r: f"{r['runtime']['name']} {r['runtime'].get('precision', '')}".strip(), False),
+    ("prec", True, lambda r: str(r["runtime"].get("precision") or "-"), True),
     ("units/threads", True, _units, False),
     ("size", False, lambda r: f"{r['model']['width']}x{r['model']['height']}", True),
     ("frames", False, lambda r: str(r["model"]["output_frames"]), True),
@@ -43,7 +44,7 @@ def results_table(doc: dict, title: str = "benchmark", width: int = WIDE) -> Tab
 
     Below ``WIDE`` columns only the essential ones are shown (the JSON has everything).
     """
-    cols = [c for c in COLUMNS if width >= WIDE or c[3]]
+    cols = [c for c in COLUMNS if (c[0] != "prec" if width >= WIDE else c[3])]  # wide: precision in "runtime"
     t = Table(title=title if width >= WIDE else f"{title} (wider terminal or --json: all columns)")
     for head, left, _, _ in cols:
         t.add_column(head, justify="left" if left else "right")
@@ -55,5 +56,12 @@ def results_table(doc: dict, title: str = "benchmark", width: int = WIDE) -> Tab
 def print_results(doc: dict, title: str = "benchmark", console: Console | None = None) -> None:
     console = console or Console()
     console.print(results_table(doc, title, console.width))
+    for r in doc["results"]:
+        s = r.get("stream")
+        if s:
+            console.print(f"{r['label']}: {s['latent_frames']} latent frames in chunks of {s['chunk_latent_frames']} "
+                          f"-> {s['frames']} frames; first chunk {s['first_chunk_ms']:.0f} ms, steady "
+                          f"{s['steady_chunk_ms']['p50']:.0f} ms/chunk (p50), sustained {s['sustained_fps']:.2f} FPS, "
+                          f"peak {r['peak_memory_bytes'] / 2**20:.0f} MB")
     for c in doc.get("comparisons", []):
         console.print(f"speedup {c['candidate']} vs {c['baseline']}: [bold]{c['speedup']:.1f}x[/]")

@@ -56,8 +56,11 @@ def run(argv: list[str] | None = None) -> int:
     """
     quiet_third_party()
     exits, helps, errors, aborts = _click_families()
+    restore = _note_sigint()
     try:
         rv = app(args=argv, prog_name="turbovaed", standalone_mode=False)
+        if rv == 130 and _SIGINT_SEEN:  # typer turns Ctrl-C into a silent Exit(130)
+            err_console.print("interrupted")
         return rv if isinstance(rv, int) else 0
     except UserError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
@@ -81,6 +84,28 @@ def run(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as e:
         return int(e.code or 0) if not isinstance(e.code, str) else 2
+    finally:
+        restore()
+
+
+_SIGINT_SEEN: list[int] = []
+
+
+def _note_sigint():
+    """While the CLI runs, Ctrl-C is noted (then raised as usual); returns the function that restores the handler."""
+    import signal
+
+    _SIGINT_SEEN.clear()
+
+    def on_sigint(signum, frame):
+        _SIGINT_SEEN.append(signum)
+        raise KeyboardInterrupt
+
+    try:
+        prev = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread
+        return lambda: None
+    return lambda: signal.signal(signal.SIGINT, prev)
 
 
 def main() -> None:

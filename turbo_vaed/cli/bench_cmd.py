@@ -50,6 +50,10 @@ def bench(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write results (turbovaed.bench/1)."),
     out_dir: Path = typer.Option(Path("out/bench"), "--out", help="Where exported artifacts/results go."),
     suite: bool = typer.Option(False, "--suite", help="Standard table: every family x runtime; writes BENCHMARKS.md."),
+    stream: bool = typer.Option(False, "--stream", help="Host: decode a whole clip chunk by chunk (--latent-frames "
+                                "per chunk): first-frame latency, steady latency per chunk, sustained FPS, memory."),
+    stream_frames: int = typer.Option(21, "--stream-frames", min=1, max=4096,
+                                      help="--stream: latent frames of the clip (21: a 5-second Wan clip)."),
     simulator: bool = typer.Option(False, "--simulator", help="iphone16pro: run on the iOS simulator."),
     compute_units: list[str] = typer.Option([], "--compute-units", help=f"Core ML: {', '.join(COMPUTE_UNITS)}."),
     serial: Optional[str] = typer.Option(
@@ -59,6 +63,10 @@ def bench(
     latents: Optional[Path] = typer.Option(None, "--latents", help="Latents file to decode (default: random)."),
     suite_res: list[str] = typer.Option([], "--suite-res", help="--suite: resolutions for every runtime "
                                         "(repeatable; default 256p and 480p, plus 720p for the fastest runtime)."),
+    decoders: Optional[str] = typer.Option(None, "--decoders", help="--suite: comma list of decoders to "
+                                           "benchmark per family: student (the project's), turbo-vaed, taehv, "
+                                           "flash-vaed (released, random weights from their full-size configs); "
+                                           "default student,turbo-vaed."),
     validate: Optional[Path] = typer.Option(None, "--validate", help="Check a results JSON file "
                                             "(turbovaed.bench/1, from any device) and print it."),
 ) -> None:
@@ -76,6 +84,8 @@ def bench(
     for cu in compute_units:
         if cu not in COMPUTE_UNITS:
             raise UserError(f"unknown compute units '{cu}': choose from {', '.join(COMPUTE_UNITS)}")
+    if decoders is not None and not suite:
+        raise UserError("--decoders applies to --suite: add --suite or drop --decoders")
     if iters < 1 or warmup < 0:
         raise UserError("--iters must be >= 1 and --warmup >= 0")
     opts = BenchOptions(
@@ -84,7 +94,8 @@ def bench(
         checkpoint=Path(checkpoint) if checkpoint else None, teacher=teacher, json_path=json_path,
         out_dir=out_dir, simulator=simulator,
         compute_units=tuple(compute_units) or ("all",), serial=serial, latents=latents,
-        extra={**({"apk": str(apk)} if apk else {}), **({"suite_res": list(suite_res)} if suite_res else {})},
+        extra={**({"apk": str(apk)} if apk else {}), **({"suite_res": list(suite_res)} if suite_res else {}),
+               **({"suite_decoders": decoders} if decoders is not None else {})},
     )
     if artifact is not None and not artifact.exists():
         raise UserError(f"artifact not found: {artifact}; export one with `turbovaed export`")
@@ -102,7 +113,16 @@ def bench(
 
             run_suite(opts)
             return
-        doc = _driver(device)(opts)
+        if stream:
+            if device != "host":
+                raise UserError("--stream is measured on --device host here; the iOS/Android harnesses stream "
+                                "a --stream artifact themselves")
+            from turbo_vaed.bench.stream import bench_stream
+
+            opts.extra["stream_frames"] = stream_frames
+            doc = bench_stream(opts)
+        else:
+            doc = _driver(device)(opts)
     except BenchError as e:  # a measurement process died (e.g. out of memory): one line, exit 2
         raise UserError(f"benchmark failed: {e}") from None
     from turbo_vaed.bench.report import print_results

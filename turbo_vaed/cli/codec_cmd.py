@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 import typer
 
@@ -55,8 +56,55 @@ def raw_latents(z: torch.Tensor, choices, meta: dict) -> torch.Tensor:
     from turbo_vaed.teachers import denormalize_latents
 
     if not choices.family.has_teacher:
+        console.print(f"note: family {choices.family.name} has no teacher VAE in diffusers 0.42 to undo the latent "
+                      "normalisation with: the latents go to the raw-latent decoder as they are (pass raw VAE "
+                      "latents)", highlight=False)
         return z
     return denormalize_latents(choices.teacher_vae(), z)
+
+
+def _decode_stream(latents: Path, layout: str, output: Path, model, choices, rate: float,
+                   artifact: Path | None, chunk: int) -> None:
+    """``decode --stream``: chunk by chunk (PyTorch or an exported artifact), frames written as they arrive."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from turbo_vaed.streaming import stream_artifact, stream_decoder
+    from turbo_vaed.video_io import VideoWriter
+
+    z, meta = load_latents(latents, layout)
+    if model.latent_convention == "raw":
+        z = raw_latents(z, choices, meta)
+    total = model.frames_out(z.shape[2])
+    if artifact is not None:
+        from turbo_vaed.targets import load_runner
+
+        runner = load_runner(artifact)
+        if runner.manifest["decoder"].get("weights_sha256") not in (None, model.weights_sha256()):
+            from turbo_vaed.console import warn
+
+            warn(f"{artifact.name} was exported from other weights than --checkpoint's decoder: its frames are "
+                 "its own")
+        chunks = stream_artifact(runner, z, model.arch.trims(model.config, z.shape[2]))
+        how = f"{runner.name} ({artifact.name})"
+    else:
+        chunks = stream_decoder(model, z, chunk)
+        how = f"PyTorch, {chunk} latent frames per chunk"
+    t0 = time.perf_counter()
+    cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[fps]}"))
+    with VideoWriter(output, rate) as w, Progress(*cols, console=console) as bar:
+        task = bar.add_task("frames", total=total, fps="")
+        for frames in chunks:
+            if not np.isfinite(frames).all():
+                raise UserError("the streamed decode produced NaN/Inf frames from finite latents: the artifact "
+                                "or weights are broken; re-export it")
+            lo, hi = model.output_range
+            video = torch.from_numpy(frames).transpose(0, 1)[None]
+            w.write(to_uint8(to_signed(video, (lo, hi))))
+            done = w.frames
+            bar.update(task, completed=done, fps=f"{done / max(time.perf_counter() - t0, 1e-9):.1f} FPS")
+    console.print(f"streamed {tuple(z.shape)} -> {w.frames} frames ({how}) in {time.perf_counter() - t0:.2f}s "
+                  f"-> {output}")
 
 
 @app.command()
@@ -69,6 +117,11 @@ def decode(
     family: FamilyOpt = None,
     layout: str = typer.Option("ncthw", "--layout", help="ncthw, or ntchw for N T C H W files."),
     fps: Optional[float] = typer.Option(None, "--fps", min=0.001, max=1000.0, help="Default: the latents'."),
+    stream: bool = typer.Option(False, "--stream", help="Decode chunk by chunk in constant memory, writing frames "
+                                "as they arrive (exact: equals the full decode)."),
+    artifact: Optional[Path] = typer.Option(None, "--artifact", help="--stream through an exported streaming "
+                                            "artifact (`export --stream`; ONNX Runtime, ExecuTorch, Core ML)."),
+    chunk: int = typer.Option(2, "--chunk", min=1, max=64, help="--stream in PyTorch: latent frames per chunk."),
 ) -> None:
     """Decode latents to an mp4 with a decoder (default: the student) or the teacher."""
     from turbo_vaed.guards import (
@@ -99,6 +152,11 @@ def decode(
         if shape[2] < model.min_latent_frames:
             raise UserError(f"this {model.arch.name} decoder needs at least {model.min_latent_frames} latent "
                             f"frames, {latents} holds {shape[2]}")
+    if stream or artifact is not None:
+        if decoder == "teacher":
+            raise UserError("--stream decodes with a turbovaed decoder, not the teacher: drop --decoder teacher")
+        rate = fps or float(meta.get("fps", 24) or 24)
+        return _decode_stream(latents, layout, output, model, choices, rate, artifact, chunk)
     require_decode_memory(model, shape)
     z, meta = load_latents(latents, layout)
     with torch.inference_mode():

@@ -44,6 +44,10 @@ def demo(
                   f"{r['params'] / 1e6:.2f}M", ret)
     console.print(t)
     console.print(f"side-by-side (input | teacher | student): {res['video']}")
+    st = res["stream"]
+    if st.get("max_abs_vs_full") is not None:
+        console.print(f"streamed decode ({st['chunk']} latent frames per chunk, {st['frames']} frames): max abs "
+                      f"difference to the full decode {st['max_abs_vs_full']:.2e}")
     if export:
         from turbo_vaed.exporters.demo_stage import export_stage, export_table
 

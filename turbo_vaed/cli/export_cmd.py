@@ -54,6 +54,8 @@ def export_cmd(
     out: Path = typer.Option(Path("out/artifacts"), "-o", "--out", help="Output folder."),
     name: Optional[str] = typer.Option(None, "--name", help="Artifact base name (default from the options)."),
     check: Optional[Path] = typer.Option(None, "--check", help="Re-read ARTIFACT and print its report; no export."),
+    stream: bool = typer.Option(False, "--stream", help="Export the streaming step: state tensors as explicit "
+                                "inputs/outputs, named in the manifest, for exact chunk-by-chunk decoding."),
     threads: ThreadsOpt = None,
 ) -> None:
     """Lower a decoder and export it for phones, with its manifest and phone-readiness report."""
@@ -86,7 +88,7 @@ def export_cmd(
     t0 = time.perf_counter()
     with console.status(f"exporting {choices.family.name} to {target} at {r}") as status:
         result = export_artifact(decoder, target, r, latent_frames=t, precision=prec, out_dir=out, delegate=d,
-                                 name=name, progress=lambda msg: status.update(msg))
+                                 name=name, progress=lambda msg: status.update(msg), stream=stream)
     m = result.manifest
     console.print(report_table(m["report"], f"{result.artifact.name}: {m['target']}"
                                f"{'/' + m['delegate'] if m['delegate'] else ''} {m['precision']}, "

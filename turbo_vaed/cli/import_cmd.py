@@ -24,7 +24,10 @@ def import_cmd(
 ) -> None:
     """Import a released decoder; `decode`, `export`, `parity`, `bench`, `eval` take the folder as --checkpoint."""
     from turbo_vaed.decoders.importer import import_decoder
+    from turbo_vaed.guards import check_output_dir
 
+    if out is not None:
+        check_output_dir(out, "decoder folder")
     with console.status(f"reading {weights.name} as {arch}"):
         res = import_decoder(arch, weights, config, variant, out)
     d = res.decoder

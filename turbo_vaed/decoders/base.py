@@ -34,6 +34,23 @@ class Imported:
     notes: tuple[str, ...] = ()  # one line each, e.g. "variant taew2_1 (from the file name)"
 
 
+@dataclass
+class StreamStep:
+    """A lowered streaming step: ``module(latents [k, C, h, w], first, trim, *states) -> (frames, *states)``.
+
+    ``states``: (name, shape) of each state tensor, all initialised to zeros and fed back from the outputs
+    named ``<name>_next``; ``first``/``trim`` are [1, 1, 1, 1] flags (see the architecture's docs);
+    ``first_chunk_skip``: leading frames of a trimming first chunk to drop.
+    """
+
+    module: nn.Module
+    latent_frames: int
+    frames_per_chunk: int
+    states: list[tuple[str, tuple[int, ...]]]
+    first_chunk_skip: int
+    notes: list[str] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class LoadReport:
     """What a strict load found: the state dict to load and the known extras it ignored (by name)."""
@@ -144,6 +161,15 @@ class Architecture(ABC):
     def reference(self, module: nn.Module, z: torch.Tensor) -> torch.Tensor:
         """5-D reference decode: latents ``(B, C, T, h, w)`` -> frames ``(B, 3, F, H, W)`` in :meth:`output_range`."""
         return module(z)
+
+    def stream_step(self, module: nn.Module, options: Any, latent_frames: int, h: int, w: int) -> StreamStep:
+        """The rank-4 streaming step for chunks of ``latent_frames`` latents of ``h`` x ``w`` (see StreamStep)."""
+        raise UserError(f"decoder architecture '{self.name}' has no streaming step yet: export it without --stream "
+                        "(a fixed chunk decodes as a whole video)")
+
+    def trims(self, cfg: Any, total_latent_frames: int) -> bool:
+        """Whether the full decode of ``total_latent_frames`` trims the first frames (the stream's ``trim`` flag)."""
+        return self.frames_out(cfg, total_latent_frames) != total_latent_frames * self.temporal_factor(cfg)
 
     @abstractmethod
     def lower(self, module: nn.Module, options: Any) -> nn.Module:

@@ -1138,6 +1138,53 @@ class MobileFlashLTX(_MobileBase):
         return self._out(spatial_shuffle(x, self.patch_size, self.shuffle))
 
 
+# ------------------------------------------------------------------------------------------------ full-size configs
+
+# models/flash-vaed/<variant>.json: the released decoders' configs as data (what a benchmark builds with random
+# weights, ``store.random_decoder("flash-vaed", d)``: speed does not depend on the weight values)
+FULL_SIZE_PARAMETERS = {WAN: 5_859_995, LTX: 66_955_024}  # decode path: Wan conv2 (272) + decoder (5,859,723)
+
+
+def full_size_dir() -> Path:
+    """``models/flash-vaed/``: one JSON config per released checkpoint (``wan.json``, ``ltx.json``)."""
+    from turbo_vaed.config import MODELS_DIR
+
+    return MODELS_DIR / "flash-vaed"
+
+
+def variant_for_family(family: str) -> str | None:
+    """The Flash-VAED variant that decodes ``family``'s latents (None when none does)."""
+    return next((v for v, f in FAMILY_OF.items() if f == family), None)
+
+
+def full_size_config(family: str) -> dict | None:
+    """JSON config of the released Flash-VAED decoder for ``family`` (``models/flash-vaed/<variant>.json``), or None.
+
+    The file is validated here (a broken one is a one-line :class:`UserError`).
+    """
+    v = variant_for_family(family)
+    if v is None:
+        return None
+    path = full_size_dir() / f"{v}.json"
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read the Flash-VAED config {path} ({type(e).__name__}): reinstall turbovaed") \
+            from None
+    if not isinstance(d, dict):
+        raise UserError(f"{path} is not a JSON object: reinstall turbovaed")
+    cfg = ARCH.config_from_dict(d)
+    if cfg.variant != v:
+        raise UserError(f"{path} is a Flash-VAED {cfg.variant} config, expected {v} for family {family}: "
+                        "reinstall turbovaed")
+    return d
+
+
+def full_size_families() -> tuple[str, ...]:
+    """Families a released Flash-VAED checkpoint decodes (wan, ltx)."""
+    return tuple(FAMILY_OF[v] for v in VARIANTS)
+
+
 # ------------------------------------------------------------------------------------------------ architecture
 
 WAN_EXTRAS = ("conv1.weight", "conv1.bias")  # the encoder-side 1x1x1 conv (WanVAE_.conv1)
@@ -1181,6 +1228,10 @@ class FlashVAEDArchitecture(Architecture):
 
     def family(self, cfg: FlashVAEDConfig) -> str:
         return FAMILY_OF[cfg.variant]
+
+    def full_size_config(self, family: str) -> dict | None:
+        """The released decoder's config for ``family`` (``models/flash-vaed/<variant>.json``), None if none."""
+        return full_size_config(family)
 
     # ---- build / load
     def build(self, cfg: FlashVAEDConfig) -> nn.Module:

@@ -62,7 +62,7 @@ def _state(path: Path) -> dict[str, torch.Tensor]:
 def _json(path: Path) -> dict:
     try:
         d = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise UserError(f"{path} is not valid JSON ({type(e).__name__}): re-import the decoder") from None
     if not isinstance(d, dict):
         raise UserError(f"{path} is not a JSON object: re-import the decoder")
@@ -90,7 +90,7 @@ def read_header(path: str | Path) -> tuple[str, dict, dict]:
     try:
         cfg = json.loads(meta["config"])
         prov = json.loads(meta.get("provenance", "{}"))
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         raise UserError(f"checkpoint {p} has a corrupt config in its metadata: re-export or re-train it") from None
     fmt = meta.get("format", LEGACY_STUDENT_FORMAT)
     arch = "student" if fmt == LEGACY_STUDENT_FORMAT else meta.get("arch", "")

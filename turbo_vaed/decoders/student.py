@@ -151,5 +151,130 @@ class StudentArchitecture(Architecture):
     def owns(self, module: nn.Module) -> bool:
         return isinstance(module, TurboVAEDDecoder)
 
+    def stream_step(self, module: nn.Module, options: LoweringOptions, latent_frames: int, h: int, w: int):
+        from turbo_vaed.decoders.base import StreamStep
+
+        mobile = MobileDecoder(module, options).float().eval()
+        step = StudentStep(mobile, latent_frames).eval()
+        shapes = state_shapes(mobile, latent_frames, h, w)
+        return StreamStep(step, latent_frames, latent_frames * module.cfg.fam.temporal_factor,
+                          [(f"state{i}", s) for i, s in enumerate(shapes)], step.first_chunk_skip(latent_frames),
+                          ["causal temporal convs: each keeps its last k-1 input frames"])
+
 
 ARCH = StudentArchitecture()
+
+
+# ---------------------------------------------------------------- streaming (chunk by chunk, exact)
+
+
+class StreamState:
+    """Threads the temporal state of one step through a forward pass, in a fixed traversal order.
+
+    Every causal temporal conv with k taps keeps its last k-1 input frames. ``first`` (a [1, 1, 1, 1] tensor,
+    1.0 on the first chunk, else 0.0) makes the padding replicate the chunk's first frame, as the full decode
+    does; ``trim`` (1.0 on a first chunk whose decode trims) overwrites each temporal upsample's leading
+    frames with the first kept one, so that the kept frames are exactly the full decode's (the app drops the
+    manifest's ``first_chunk_skip`` frames of the first chunk).
+    """
+
+    def __init__(self, states: list[torch.Tensor], first: torch.Tensor, trim: torch.Tensor) -> None:
+        self.inp, self.out, self.first, self.trim = list(states), [], first, trim
+        self.skip = 0  # leading duplicate frames so far (first chunk)
+
+    def conv(self, tc: TemporalConv, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[0]
+        if tc.k == 1:
+            return tc.padded(x, t)
+        s = self.inp.pop(0)
+        rep = torch.cat([x[:1]] * (tc.k - 1), dim=0)
+        xp = torch.cat([s + self.first * (rep - s), x], dim=0)
+        self.out.append(xp[xp.shape[0] - (tc.k - 1):])
+        return tc.padded(xp, t)
+
+    def any_conv(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(m, MobileSeparable):
+            return m.pointwise(self.conv(m.depthwise, x))
+        return self.conv(m, x)
+
+
+def state_shapes(mobile: MobileDecoder, latent_frames: int, h: int, w: int) -> list[tuple[int, int, int, int]]:
+    """Shapes of the state tensors of a chunk of ``latent_frames`` latents of ``h`` x ``w``, traversal order."""
+    shapes: list[tuple[int, int, int, int]] = []
+
+    class _Probe(StreamState):
+        def conv(self, tc, x):
+            if tc.k > 1:
+                shapes.append((tc.k - 1, *x.shape[1:]))
+                self.inp.insert(0, torch.zeros(tc.k - 1, *x.shape[1:], device=x.device))
+            return super().conv(tc, x)
+
+    import copy
+
+    c = mobile.cfg.fam.latent_channels
+    meta = copy.deepcopy(mobile).to("meta")
+    with torch.no_grad():
+        one = torch.ones(1, 1, 1, 1, device="meta")
+        StudentStep(meta).run(torch.zeros(latent_frames, c, h, w, device="meta"), _Probe([], one, one))
+    return shapes
+
+
+class StudentStep(nn.Module):
+    """One streaming step of the lowered student: ``(latents [k, C, h, w], first, trim, *states)`` ->
+    ``(frames [rt*k, 3, H, W], *next states)``. Same numbers as the full decode (see :class:`StreamState`)."""
+
+    def __init__(self, mobile: MobileDecoder, latent_frames: int | None = None) -> None:
+        super().__init__()
+        self.mobile = mobile
+        self._masks: dict[int, str] = {}
+        if latent_frames is not None:  # constant masks for export (no zeros/full/index_put op in the graph)
+            t, skip = latent_frames, 0
+            for i, layer in enumerate(mobile.layers):
+                if isinstance(layer, MobileUpsample) and layer.rt > 1:
+                    t, skip = t * layer.rt, skip * layer.rt + layer.rt - 1
+                    mask = torch.zeros(t, 1, 1, 1)
+                    mask[:skip] = 1.0
+                    self.register_buffer(f"mask{i}", mask)
+                    self._masks[i] = f"mask{i}"
+
+    def _mask(self, i: int, n: int, p: int, like: torch.Tensor) -> torch.Tensor:
+        if i in self._masks and getattr(self, self._masks[i]).shape[0] == n:
+            return getattr(self, self._masks[i])
+        mask = torch.zeros(n, 1, 1, 1, device=like.device, dtype=like.dtype)
+        mask[:p] = 1.0
+        return mask
+
+    def run(self, z: torch.Tensor, st: StreamState) -> torch.Tensor:
+        m = self.mobile
+        x = st.conv(m.conv_in, z)
+        for i, layer in enumerate(m.layers):
+            if isinstance(layer, MobileResBlock):
+                h = st.any_conv(layer.conv1, silu(layer.norm1(x)))
+                h = st.any_conv(layer.conv2, silu(layer.norm2(h)))
+                x = x + h
+            else:  # MobileUpsample: all rt*t frames, the leading ones overwritten on a trimming first chunk
+                y = st.any_conv(layer.conv, x)
+                t, c, hh, ww = y.shape
+                if layer.rt > 1:
+                    y = y.reshape(t * layer.rt, c // layer.rt, hh, ww)
+                    p = st.skip * layer.rt + layer.rt - 1
+                    if p > 0:
+                        keep = y[p : p + 1]
+                        y = y + (st.trim * self._mask(i, y.shape[0], p, y)) * (keep - y)
+                    st.skip = p
+                x = spatial_shuffle(y, layer.rs, layer.shuffle)
+        x = st.conv(m.conv_out, silu(m.norm_out(x)))
+        return torch.clamp(spatial_shuffle(x, m.patch_size, m.shuffle), -1.0, 1.0)
+
+    def forward(self, z: torch.Tensor, first: torch.Tensor, trim: torch.Tensor, *states: torch.Tensor):
+        st = StreamState(list(states), first, trim)
+        frames = self.run(z, st)
+        return (frames, *st.out)
+
+    def first_chunk_skip(self, latent_frames: int) -> int:
+        """Leading frames of the first (trimming) chunk that duplicate the first kept frame."""
+        skip = 0
+        for layer in self.mobile.layers:
+            if isinstance(layer, MobileUpsample) and layer.rt > 1:
+                skip = skip * layer.rt + layer.rt - 1
+        return skip

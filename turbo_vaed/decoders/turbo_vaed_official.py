@@ -738,6 +738,53 @@ def variant_family(variant: str) -> str:
     raise UserError(f"unknown Turbo-VAED variant '{variant}': choose one of hunyuan, cogvideox, ltx, dcae")
 
 
+# ---------------------------------------------------------------------------------------------- full-size configs
+
+# the released checkpoints Turbo-VAED-<NAME>.pth and the family each decodes; models/turbo-vaed/<NAME>.json holds
+# the official full-size config of each (copied verbatim from configs/Turbo-VAED-<NAME>.json)
+RELEASES = {"Hunyuan": "hunyuan", "Cog": "cogvideox", "LTX": "ltx", "DC": "dcae"}
+FULL_SIZE_PARAMETERS = {"hunyuan": 40_687_811, "cogvideox": 40_687_811, "ltx": 41_896_023, "dcae": 45_831_383}
+
+
+def full_size_dir() -> Path:
+    """``models/turbo-vaed/``: the official full-size configs, one per released checkpoint."""
+    from turbo_vaed.config import MODELS_DIR
+
+    return MODELS_DIR / "turbo-vaed"
+
+
+def release_of(family: str) -> str | None:
+    """The released checkpoint name (``Hunyuan``, ``Cog``, ``LTX``, ``DC``) for ``family``, None if there is none."""
+    return next((r for r, f in RELEASES.items() if f == family), None)
+
+
+def full_size_config(family: str) -> dict | None:
+    """The official full-size config for ``family`` with the family recorded (``turbovaed.family``), or None.
+
+    ``models/turbo-vaed/<release>.json`` as released; Hunyuan and Cog configs build the same decoder, so the family
+    is set from the release name. What a benchmark needs: ``store.random_decoder("turbo-vaed", d)``.
+    """
+    rel = release_of(family)
+    if rel is None:
+        return None
+    path = full_size_dir() / f"{rel}.json"
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read the official Turbo-VAED config {path} ({type(e).__name__}): "
+                        "reinstall turbovaed") from None
+    if not isinstance(d, dict):
+        raise UserError(f"{path} is not a JSON object: reinstall turbovaed")
+    d = {**d, "name": d.get("name") or f"turbo-vaed-{family}", "turbovaed": {"family": family}}
+    _parse_config(d)  # a broken file is a one-line error here
+    return d
+
+
+def full_size_families() -> tuple[str, ...]:
+    """Families a released Turbo-VAED checkpoint decodes (hunyuan, cogvideox, ltx, dcae)."""
+    return tuple(RELEASES.values())
+
+
 # ---------------------------------------------------------------------------------------------- architecture
 
 
@@ -822,6 +869,10 @@ class TurboVAEDArchitecture(Architecture):
 
     def min_latent_frames(self, cfg: TurboVAEDConfig) -> int:
         return 1
+
+    def full_size_config(self, family: str) -> dict | None:
+        """The released decoder's full-size config for ``family`` (``models/turbo-vaed/<release>.json``), or None."""
+        return full_size_config(family)
 
     def latent_convention(self, cfg: TurboVAEDConfig) -> str:
         return "raw"

@@ -62,7 +62,6 @@ class DistillConfig:
                        ("--stop-at", self.stop_at), ("max_frames", self.max_frames)):
             n(v, opt, lo=1, integer=True)
         n(self.res, "--crop", lo=8, hi=4096, integer=True)
-        n(self.latent_frames, "--latent-frames", hi=64)
         n(self.warmup, "warmup", lo=0, integer=True)
         n(self.adv_start, "--adv-start", lo=0, integer=True)
         n(self.lr, "--lr", lo=0, lo_open=True, hi=10)

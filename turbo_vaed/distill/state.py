@@ -102,6 +102,8 @@ def capture_rng(tensors: dict[str, torch.Tensor]) -> dict:
 
 
 def restore_rng(doc: dict, tensors: dict[str, torch.Tensor], source: str) -> None:
+    if not isinstance(doc, dict):
+        raise UserError(f"{source}: the saved RNG states are missing: {FIX}")
     try:
         torch.set_rng_state(tensors["rng/torch"].to(torch.uint8))
         n = int(doc.get("cuda_devices", 0))

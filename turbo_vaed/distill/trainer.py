@@ -118,7 +118,10 @@ class Distiller:
             check_weights_finite(student, f"--init {cfg.init_checkpoint}", "start from another checkpoint")
         else:
             name = cfg.student_config or (REFERENCE_STUDENT_CONFIG if uses_reference(family, cfg.teacher) else family)
-            scfg = load_student_config(name)
+            from turbo_vaed.guards import reading
+
+            with reading(name, "student config", "fix it or pass another --student-config"):
+                scfg = load_student_config(name)
             if scfg.family != family:
                 raise UserError(f"student config {name} is for {scfg.family}, not {family}: pass --student-config")
             student = TurboVAEDDecoder(scfg)
@@ -209,7 +212,7 @@ class Distiller:
         if not 0 <= self.step <= self.cfg.steps:
             raise UserError(f"{src} is at step {self.step}, outside 0..--steps {self.cfg.steps}: resume with the "
                             "saved --steps")
-        restore_rng(doc["rng"], tensors, src)
+        restore_rng(doc.get("rng"), tensors, src)
 
     def save(self) -> None:
         """Checkpoint (resumable) + deployable EMA student weights, each written atomically."""

@@ -57,14 +57,39 @@ def _commit(files: list[Path], out_dir: Path, tmp: Path) -> None:
         os.replace(src, dest)
 
 
+def add_stream_section(manifest: dict, step, io_dtype: str, dec: Decoder) -> None:
+    """Name every input/output of a streaming step and say how an app carries the state between calls."""
+    flag = {"shape": [1, 1, 1, 1], "dtype": io_dtype}
+    manifest["inputs"] += [{"name": "first", **flag}, {"name": "trim", **flag}]
+    manifest["inputs"] += [{"name": n, "shape": list(s), "dtype": io_dtype} for n, s in step.states]
+    manifest["outputs"] += [{"name": f"{n}_next", "shape": list(s), "dtype": io_dtype} for n, s in step.states]
+    manifest["stream"] = {
+        "chunk_latent_frames": step.latent_frames,
+        "frames_per_chunk": step.frames_per_chunk,
+        "first_chunk_skip": step.first_chunk_skip,
+        "flags": {"first": "1.0 on the first chunk of a video, else 0.0",
+                  "trim": "1.0 on the first chunk when the full decode of the whole video trims (turbovaed "
+                          "decode: the family's frame rule at the video's latent length), else 0.0"},
+        "states": [{"name": n, "shape": list(s), "dtype": io_dtype, "init": "zeros", "next": f"{n}_next"}
+                   for n, s in step.states],
+        "tail": "pad the last chunk with copies of its last latent frame; keep the first n * frames_per_chunk / "
+                "chunk_latent_frames frames of its output",
+        "first_chunk": f"drop the first {step.first_chunk_skip} frames of the first chunk when trim = 1",
+        "coreml_states": "explicit inputs/outputs (iOS 18 ct.StateType not used: every runtime takes the same graph)",
+        "notes": step.notes,
+    }
+
+
 def export_artifact(decoder: Decoder | torch.nn.Module, target: str, res: str | Resolution, *,
                     latent_frames: int | None = 3,
                     precision: str | None = "fp32", out_dir: Path | str = Path("out/artifacts"),
                     delegate: str | None = None, name: str | None = None, checkpoint: str | Path | None = None,
-                    progress: Callable[[str], None] | None = None) -> ExportResult:
+                    progress: Callable[[str], None] | None = None, stream: bool = False) -> ExportResult:
     """Lower ``decoder`` (any architecture) and export it for ``target`` at ``res`` (preset name or ``WxH``).
 
     ``latent_frames``/``precision`` ``None`` take the preset's value (``export/<target>.toml``).
+    ``stream``: export the architecture's streaming step (state tensors as explicit inputs/outputs; the
+    manifest's ``stream`` section says how to carry them) instead of a whole-chunk decoder.
     ``checkpoint`` (a path) relabels where the weights came from in the manifest. Bad input raises
     :class:`UserError` before anything is written.
     """
@@ -93,7 +118,7 @@ def export_artifact(decoder: Decoder | torch.nn.Module, target: str, res: str | 
                         f"chunk, got {t}: raise --latent-frames")
     opts = lowering_options(preset, delegate, precision)
     label = fam.name if dec.arch.name == "student" else f"{fam.name}-{dec.arch.name}"
-    name = name or default_name(label, target, delegate, preset_name, precision, t)
+    name = name or default_name(label, target, delegate, preset_name, precision, t) + ("-stream" if stream else "")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise UserError(f"artifact name '{name}' must be letters, digits, '.', '_' or '-' (no folders): fix --name")
     out_dir = Path(out_dir)
@@ -120,20 +145,31 @@ def export_artifact(decoder: Decoder | torch.nn.Module, target: str, res: str | 
     mobile = dec.lower(opts)
     out_shape = (dec.frames_out(t), 3, height, width)
     example = torch.randn(*in_shape, generator=torch.Generator().manual_seed(0))
+    graph, io, step = mobile, None, None
+    if stream:
+        from turbo_vaed.targets.base import GraphIO
+
+        step = dec.arch.stream_step(dec.module, opts, t, in_shape[2], in_shape[3])
+        graph = step.module
+        out_shape = (step.frames_per_chunk, 3, height, width)
+        one = torch.ones(1, 1, 1, 1)
+        example = (example, one, one, *(torch.zeros(s) for _, s in step.states))
+        io = GraphIO(("latents", "first", "trim", *(n for n, _ in step.states)),
+                     ("frames", *(f"{n}_next" for n, _ in step.states)))
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp{os.getpid()}.", suffix=".tmp", dir=out_dir))
     try:
         say(f"converting to {target}{f' ({delegate})' if delegate else ''} {precision} "
             f"[{', '.join(map(str, in_shape))}] -> [{', '.join(map(str, out_shape))}]")
         try:
-            conv = get_target(target).convert(mobile, example, tmp, name, precision, preset, delegate)
+            conv = get_target(target).convert(graph, example, tmp, name, precision, preset, delegate, io)
         except UserError:
             raise
         except Exception as e:  # converter failures: one line, nothing written
             msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise UserError(f"{target} export failed ({type(e).__name__}: {msg[:300]}); nothing was written") from e
         say("counting FLOPs and writing the manifest")
-        gflops = mobile_gflops_per_frame(mobile, in_shape, out_shape[0])
+        gflops = mobile_gflops_per_frame(mobile, in_shape, dec.frames_out(t))
         weights = conv.report.pop("weights_bytes", None) or module_weights_bytes(mobile, precision)
         report = finish_report(conv.report, weights_bytes=weights, gflops_per_frame=gflops)
         extra = {"lowering": asdict(opts), "export_seconds": round(time.perf_counter() - t0, 2),
@@ -143,6 +179,8 @@ def export_artifact(decoder: Decoder | torch.nn.Module, target: str, res: str | 
             family=fam.name, width=width, height=height, input_shape=list(in_shape), output_shape=list(out_shape),
             precision=precision, io_dtype=conv.io_dtype, decoder=dec.manifest_section(),
             report=report, extra=extra)
+        if step is not None:
+            add_stream_section(manifest, step, conv.io_dtype, dec)
         mpath = write_manifest(tmp / manifest_path(conv.artifact).name, manifest)
         _commit([conv.artifact, *conv.extra_files, mpath], out_dir, tmp)
     finally:

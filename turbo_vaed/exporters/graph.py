@@ -22,8 +22,11 @@ class CastIO(nn.Module):
         super().__init__()
         self.inner, self.dtype = copy.deepcopy(inner).to(dtype), dtype
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.inner(z.to(self.dtype)).to(torch.float32)
+    def forward(self, *xs: torch.Tensor):
+        out = self.inner(*(x.to(self.dtype) for x in xs))
+        if isinstance(out, tuple | list):
+            return tuple(o.to(torch.float32) for o in out)
+        return out.to(torch.float32)
 
 
 def drop_alias_nodes(ep: torch.export.ExportedProgram) -> int:
@@ -41,13 +44,14 @@ def drop_alias_nodes(ep: torch.export.ExportedProgram) -> int:
     return n_dropped
 
 
-def export_graph(module: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+def export_graph(module: nn.Module, example: torch.Tensor | tuple) -> torch.export.ExportedProgram:
     """torch.export with static shapes, no decompositions (pixel_shuffle stays rank 4), no alias nodes.
 
     Raises ``RuntimeError`` if the graph breaks the phone invariants (rank > 4, Conv3d, interpolate, dynamic dims).
     """
     with torch.no_grad():
-        ep = torch.export.export(module.eval(), (example,), strict=False)
+        args = tuple(example) if isinstance(example, tuple | list) else (example,)
+        ep = torch.export.export(module.eval(), args, strict=False)
     ep = ep.run_decompositions({})
     drop_alias_nodes(ep)
     rep = exported_program_report(ep)

@@ -7,7 +7,6 @@ version-1 manifests (``student`` section) are read as architecture ``student``.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -116,10 +115,12 @@ def read_manifest(artifact: str | Path) -> dict:
     mp = p if p.name.endswith(".manifest.json") else manifest_path(p)
     if not mp.is_file():
         raise UserError(f"no manifest next to {p} (expected {mp.name}): re-export it with `turbovaed export`")
-    try:
-        doc = json.loads(mp.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{mp} is not a turbovaed manifest (not JSON): re-export the artifact") from None
+    from turbo_vaed.guards import read_json
+
+    try:  # strict JSON: no NaN/Infinity, bounded size and nesting
+        doc = read_json(mp, "manifest", max_bytes=16 * 2**20, expect=None)
+    except UserError as e:
+        raise UserError(f"{mp} is not a turbovaed manifest ({e}): re-export the artifact") from None
     return validate_manifest(doc, mp)
 
 

@@ -19,6 +19,20 @@ from turbo_vaed.errors import UserError
 NP = {"float32": np.float32, "float16": np.float16}
 
 
+@dataclass(frozen=True)
+class GraphIO:
+    """Names of a lowered graph's inputs and outputs, in call order (a whole-chunk decoder: latents -> frames;
+    a streaming step adds its state tensors)."""
+
+    inputs: tuple[str, ...] = ("latents",)
+    outputs: tuple[str, ...] = ("frames",)
+
+
+def as_examples(example) -> tuple[torch.Tensor, ...]:
+    """One example tensor or a tuple of them, as a tuple."""
+    return tuple(example) if isinstance(example, tuple | list) else (example,)
+
+
 @dataclass
 class Converted:
     """What a target wrote into the temp folder: the artifact first, then companions."""
@@ -72,6 +86,23 @@ class Runner:
         out = self._run(self.check_input(latents))
         return np.asarray(out, dtype=np.float32)
 
+    def run_all(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Every output (manifest order) for named inputs (a streaming step: latents, flags, states)."""
+        specs = self.manifest["inputs"]
+        missing = [s["name"] for s in specs if s["name"] not in feeds]
+        if missing:
+            raise UserError(f"{self.artifact.name} needs inputs {', '.join(missing)}")
+        arrays = []
+        for s in specs:
+            x = np.asarray(feeds[s["name"]])
+            if list(x.shape) != list(s["shape"]):
+                raise UserError(f"{self.artifact.name}: input {s['name']} must be {s['shape']}, got {list(x.shape)}")
+            arrays.append(np.ascontiguousarray(x, dtype=NP[s.get("dtype", "float32")]))
+        return [np.asarray(o, dtype=np.float32) for o in self._run_all(arrays)]
+
+    def _run_all(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        raise UserError(f"{self.name} runner of {self.artifact.name} takes one input only")
+
 
 class Target:
     """One export target. Subclasses live in ``turbo_vaed/targets/<name>.py`` as ``TARGET``."""
@@ -87,8 +118,8 @@ class Target:
     def suffix(self) -> str:
         return self.suffixes[0]
 
-    def convert(self, mobile: torch.nn.Module, example: torch.Tensor, tmp: Path, name: str, precision: str,
-                preset: dict, delegate: str | None) -> Converted:
+    def convert(self, mobile: torch.nn.Module, example: torch.Tensor | tuple, tmp: Path, name: str, precision: str,
+                preset: dict, delegate: str | None, io: GraphIO | None = None) -> Converted:
         """Lowered module -> ``tmp/<name><suffix>`` (+ companions) and its static phone-readiness report."""
         raise NotImplementedError
 

@@ -16,7 +16,7 @@ import torch
 from turbo_vaed.errors import UserError
 from turbo_vaed.exporters.graph import export_graph, quiet
 from turbo_vaed.exporters.phone_report import ANE_MAX_DIM, ANE_UNFRIENDLY, MAX_RANK, _dedupe
-from turbo_vaed.targets.base import Converted, Runner, Target
+from turbo_vaed.targets.base import Converted, GraphIO, Runner, Target, as_examples
 
 # ---------------------------------------------------------------- static report
 
@@ -108,21 +108,24 @@ def mil_max_rank(prog) -> int:
     return best
 
 
-def convert(mobile: torch.nn.Module, example: torch.Tensor, tmp: Path, name: str, precision: str,
-            preset: dict) -> Converted:
+def convert(mobile: torch.nn.Module, example: torch.Tensor | tuple, tmp: Path, name: str, precision: str,
+            preset: dict, io: GraphIO | None = None) -> Converted:
     """Lowered decoder -> ``tmp/<name>.mlpackage``; asserts rank <= 4 on the converted MIL program."""
     import coremltools as ct
 
     io_dtype = preset.get("io_dtype", "float32")
-    ep = export_graph(mobile, example)
+    io = io or GraphIO()
+    examples = as_examples(example)
+    ep = export_graph(mobile, examples)
     with quiet():
         ml = ct.convert(
             ep,
             convert_to="mlprogram",
             compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
             minimum_deployment_target=deployment_target(preset.get("deployment_target", "iOS18")),
-            inputs=[ct.TensorType(name="latents", shape=tuple(example.shape), dtype=NP_DTYPES[io_dtype])],
-            outputs=[ct.TensorType(name="frames", dtype=NP_DTYPES[io_dtype])],
+            inputs=[ct.TensorType(name=n, shape=tuple(e.shape), dtype=NP_DTYPES[io_dtype])
+                    for n, e in zip(io.inputs, examples, strict=True)],
+            outputs=[ct.TensorType(name=n, dtype=NP_DTYPES[io_dtype]) for n in io.outputs],
         )
     rank = mil_max_rank(ml._mil_program)
     if rank > MAX_RANK:
@@ -218,6 +221,13 @@ class MilReferenceRunner(Runner):
             torch.set_num_threads(int(self.threads))
         return evaluate(self.program, {"latents": x}, precision=self.precision)["frames"]
 
+    def _run_all(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        from turbo_vaed.targets.coreml_mil import evaluate
+
+        names = [s["name"] for s in self.manifest["inputs"]]
+        out = evaluate(self.program, dict(zip(names, arrays, strict=True)), precision=self.precision)
+        return [out[s["name"]] for s in self.manifest["outputs"]]
+
 
 class CoreMLTarget(Target):
     name = "coreml"
@@ -226,8 +236,8 @@ class CoreMLTarget(Target):
     suffixes = (".mlpackage",)
     description = "Core ML ML program (.mlpackage) for the iPhone's Neural Engine"
 
-    def convert(self, mobile, example, tmp, name, precision, preset, delegate) -> Converted:
-        return convert(mobile, example, tmp, name, precision, preset)
+    def convert(self, mobile, example, tmp, name, precision, preset, delegate, io=None) -> Converted:
+        return convert(mobile, example, tmp, name, precision, preset, io)
 
     def check(self, path: Path, precision: str, recorded: dict) -> dict:
         return {**recorded, **check_package(path, precision)}

@@ -13,7 +13,7 @@ import torch
 from turbo_vaed.errors import UserError
 from turbo_vaed.exporters.graph import export_graph, quiet
 from turbo_vaed.exporters.phone_report import _dedupe, graph_report
-from turbo_vaed.targets.base import Converted, Runner, Target
+from turbo_vaed.targets.base import Converted, GraphIO, Runner, Target, as_examples
 
 # ---------------------------------------------------------------- static report
 
@@ -89,16 +89,17 @@ def partitioner(delegate: str, precision: str, preset: dict):
     return CoreMLPartitioner(compile_specs=specs)
 
 
-def convert(mobile: torch.nn.Module, example: torch.Tensor, tmp: Path, name: str, precision: str,
-            preset: dict, delegate: str) -> Converted:
+def convert(mobile: torch.nn.Module, example: torch.Tensor | tuple, tmp: Path, name: str, precision: str,
+            preset: dict, delegate: str, io: GraphIO | None = None) -> Converted:
     """Lowered decoder -> ``tmp/<name>.pte``; the report lists partitions and ops left to portable kernels."""
     from executorch.exir import to_edge_transform_and_lower
 
-    module, io_dtype = mobile, "float32"
+    module, io_dtype, examples = mobile, "float32", as_examples(example)
     if delegate == "xnnpack" and precision == "fp16":
         # an fp16 graph with fp16 I/O: XNNPACK does not take boundary casts, which would run as portable kernels
-        module, example, io_dtype = copy.deepcopy(mobile).half(), example.half(), "float16"
-    ep = export_graph(module, example)
+        module, io_dtype = copy.deepcopy(mobile).half(), "float16"
+        examples = tuple(e.half() for e in examples)
+    ep = export_graph(module, examples)
     with quiet():
         edge = to_edge_transform_and_lower(ep, partitioner=[partitioner(delegate, precision, preset)])
         report = executorch_report(edge.exported_program())
@@ -146,6 +147,10 @@ class ExecuTorchRunner(Runner):
         out = self.method.execute([self._torch.from_numpy(x)])[0]
         return out.float().numpy()
 
+    def _run_all(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        outs = self.method.execute([self._torch.from_numpy(a) for a in arrays])
+        return [o.float().numpy() for o in outs]
+
 
 class EmbeddedCoreMLRunner(Runner):
     """Off macOS, a ``--delegate coreml`` .pte: its embedded ML program is extracted and evaluated op by op by
@@ -184,8 +189,8 @@ class ExecuTorchTarget(Target):
     delegates = ("xnnpack", "coreml")
     description = "ExecuTorch program (.pte): XNNPACK (Android CPU) or Core ML (iOS) delegate"
 
-    def convert(self, mobile, example, tmp, name, precision, preset, delegate) -> Converted:
-        return convert(mobile, example, tmp, name, precision, preset, delegate or "xnnpack")
+    def convert(self, mobile, example, tmp, name, precision, preset, delegate, io=None) -> Converted:
+        return convert(mobile, example, tmp, name, precision, preset, delegate or "xnnpack", io)
 
     def check(self, path: Path, precision: str, recorded: dict) -> dict:
         fresh = pte_report(path)

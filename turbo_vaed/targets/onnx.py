@@ -10,7 +10,7 @@ import torch
 
 from turbo_vaed.exporters.graph import CastIO, export_graph, quiet
 from turbo_vaed.exporters.phone_report import MAX_RANK, _dedupe
-from turbo_vaed.targets.base import Converted, Runner, Target
+from turbo_vaed.targets.base import Converted, GraphIO, Runner, Target, as_examples
 
 # ---------------------------------------------------------------- static report
 
@@ -129,20 +129,22 @@ def write_ort(onnx_path: Path, ort_path: Path, level: str = "basic") -> Path:
     return ort_path
 
 
-def convert(mobile: torch.nn.Module, example: torch.Tensor, tmp: Path, name: str, precision: str,
-            preset: dict) -> Converted:
+def convert(mobile: torch.nn.Module, example: torch.Tensor | tuple, tmp: Path, name: str, precision: str,
+            preset: dict, io: GraphIO | None = None) -> Converted:
     """Lowered decoder -> ``tmp/<name>.onnx`` (+ ``<name>.ort``)."""
     import onnx
 
     opset = int(preset.get("opset", MIN_OPSET))
     if opset < MIN_OPSET:
         raise ValueError(f"ONNX opset must be >= {MIN_OPSET}, preset says {opset}")
+    io = io or GraphIO()
+    examples = as_examples(example)
     module = CastIO(mobile, torch.float16) if precision == "fp16" else mobile
-    ep = export_graph(module, example)
+    ep = export_graph(module, examples)
     path = tmp / f"{name}.onnx"
     with quiet():
-        prog = torch.onnx.export(ep, (example,), dynamo=True, opset_version=opset, input_names=["latents"],
-                                 output_names=["frames"], external_data=False, optimize=True, verbose=False)
+        prog = torch.onnx.export(ep, examples, dynamo=True, opset_version=opset, input_names=list(io.inputs),
+                                 output_names=list(io.outputs), external_data=False, optimize=True, verbose=False)
         prog.save(str(path), external_data=False)
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
@@ -177,6 +179,10 @@ class OrtRunner(Runner):
     def _run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]
 
+    def _run_all(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        names = [i.name for i in self.session.get_inputs()]
+        return self.session.run(None, dict(zip(names, arrays, strict=True)))
+
 
 class OnnxTarget(Target):
     name = "onnx"
@@ -185,8 +191,8 @@ class OnnxTarget(Target):
     suffixes = (".onnx", ".ort")
     description = "ONNX (+ ORT format) for ONNX Runtime (Mobile)"
 
-    def convert(self, mobile, example, tmp, name, precision, preset, delegate) -> Converted:
-        return convert(mobile, example, tmp, name, precision, preset)
+    def convert(self, mobile, example, tmp, name, precision, preset, delegate, io=None) -> Converted:
+        return convert(mobile, example, tmp, name, precision, preset, io)
 
     def check(self, path: Path, precision: str, recorded: dict) -> dict:
         if path.suffix != ".onnx":  # the .ort companion: its manifest's report

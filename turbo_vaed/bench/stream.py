@@ -1,0 +1,105 @@
+"""``turbovaed bench --stream``: a whole clip (default 21 latent frames) decoded chunk by chunk on the host.
+
+Per runtime: first-frame latency (the first chunk's call), steady-state latency per chunk, sustained FPS over
+the clip, peak resident memory, in the ``turbovaed.bench/1`` schema (``stream`` field of each result). The
+streaming artifact is exported first (state tensors as explicit inputs/outputs, see ``export --stream``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from turbo_vaed.bench.collect import make_doc
+from turbo_vaed.bench.options import EXPORT_TARGET, BenchOptions
+from turbo_vaed.bench.stats import fps, host_device, latency_summary
+from turbo_vaed.errors import UserError
+
+STREAM_RUNTIMES = ("onnxruntime", "executorch")
+DEFAULT_CLIP_LATENT_FRAMES = 21  # a 5-second Wan clip: 81 frames
+
+
+def bench_stream(opts: BenchOptions) -> dict:
+    """Measure a streamed decode of a whole clip on every requested host runtime; a validated results doc."""
+    from turbo_vaed.bench.host import _resolve_student, bench_family, console_for
+    from turbo_vaed.bench.measure import PeakRSS
+    from turbo_vaed.exporters import export_artifact
+    from turbo_vaed.families import get_family, resolve_res
+    from turbo_vaed.streaming import run_stream
+    from turbo_vaed.targets import load_runner
+
+    console = console_for(opts)
+    runtimes = tuple(dict.fromkeys(opts.runtimes)) or ("onnxruntime",)
+    bad = [r for r in runtimes if r not in STREAM_RUNTIMES]
+    if bad:
+        raise UserError(f"--stream measures {', '.join(STREAM_RUNTIMES)} on the host, not {bad[0]}")
+    clip = int(opts.extra.get("stream_frames", DEFAULT_CLIP_LATENT_FRAMES))
+    chunk = int(opts.latent_frames)
+    threads = opts.threads or torch.get_num_threads()
+    family = bench_family(opts)
+    dec, _ckpt, notes = _resolve_student(family, opts, console)
+    fam = get_family(family)
+    r = resolve_res(opts.res, fam)
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(1, dec.latent_channels, clip, r.height // dec.spatial_factor, r.width // dec.spatial_factor,
+                    generator=g)
+    x = z[0].transpose(0, 1).contiguous().numpy()
+    trims = dec.arch.trims(dec.config, clip)
+    results = []
+    for rt in runtimes:
+        target, delegate, _ = EXPORT_TARGET[rt]
+        console.print(f"exporting the {family} {dec.arch.name} streaming step for {rt} ({r}, {chunk} latent frames "
+                      "per chunk)")
+        with console.status(f"exporting {target} --stream"):
+            art = export_artifact(dec, target, r, latent_frames=chunk, precision="fp32", out_dir=Path(opts.out_dir),
+                                  delegate=delegate, stream=True).artifact
+        with PeakRSS(fresh_process=False) as mem:
+            t0 = time.perf_counter()
+            runner = load_runner(art, threads)
+            load_ms = (time.perf_counter() - t0) * 1e3
+            times, frames = [], 0
+            calls = runner.run_all
+
+            def timed(feeds, _calls=calls, _times=times):
+                t = time.perf_counter()
+                out = _calls(feeds)
+                _times.append((time.perf_counter() - t) * 1e3)
+                return out
+
+            t_clip = time.perf_counter()
+            for out in run_stream(timed, runner.manifest["stream"], x, trims):
+                if not np.isfinite(out).all():
+                    raise UserError(f"{art.name} produced NaN/Inf frames from finite latents: re-export it")
+                frames += out.shape[0]
+            wall = time.perf_counter() - t_clip
+        steady = times[1:] or times
+        lat = latency_summary(steady)
+        m = runner.manifest
+        results.append({
+            "label": f"student/{rt}-stream",
+            "device": host_device("host"),
+            "runtime": {"name": rt, "version": str(runner.version), "compute_units": None, "delegate": delegate,
+                        "threads": threads, "precision": m["precision"]},
+            "model": {"family": family, "decoder": "student", "artifact": str(art), "artifact_sha256": m["sha256"],
+                      "artifact_bytes": m["size_bytes"], "preset": r.preset, "width": r.width, "height": r.height,
+                      "latent_shape": list(z.shape), "output_frames": frames},
+            "settings": {"warmup": 0, "iterations": len(steady)},
+            "cold_start": {"load_ms": round(load_ms, 2), "first_run_ms": round(times[0], 2)},
+            "latency_ms": lat,
+            "fps": fps(m["stream"]["frames_per_chunk"], lat["p50"]),
+            "peak_memory_bytes": int(mem.peak),
+            "thermal": None,
+            "compute_plan": None,
+            "notes": "; ".join([*notes, f"streamed {clip} latent frames in chunks of {chunk}; peak RSS "
+                                f"({mem.method}) in the bench process, {mem.baseline / 2**20:.0f} MB before load"]),
+            "stream": {"chunk_latent_frames": chunk, "latent_frames": clip, "frames": frames,
+                       "first_chunk_ms": round(times[0], 2), "steady_chunk_ms": lat,
+                       "sustained_fps": frames / max(wall, 1e-9)},
+        })
+        if frames != dec.frames_out(clip):
+            raise UserError(f"{art.name} streamed {frames} frames for {clip} latent frames, the decoder's rule says "
+                            f"{dec.frames_out(clip)}: re-export it")
+    return make_doc(results)
