@@ -14,8 +14,8 @@ import warnings
 import torch
 
 from turbo_vaed.config import load_student_config
-from turbo_vaed.families import get_family
 from turbo_vaed.decoders.student_model import TurboVAEDDecoder
+from turbo_vaed.families import get_family
 from turbo_vaed.teachers import load_teacher, teacher_decode
 
 TARGETS = {"hunyuan": 10.0, "cogvideox": 14.0, "ltx": 4.0, "wan": 5.0}

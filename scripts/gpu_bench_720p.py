@@ -17,8 +17,8 @@ import warnings
 import torch
 
 from turbo_vaed.config import load_student_config
-from turbo_vaed.families import FAMILIES, get_family, resolve_resolution
 from turbo_vaed.decoders.student_model import TurboVAEDDecoder
+from turbo_vaed.families import FAMILIES, get_family, resolve_resolution
 from turbo_vaed.teachers import load_teacher, teacher_decode
 
 

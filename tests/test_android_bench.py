@@ -2,7 +2,9 @@
 
 No Android SDK or device here: the Kotlin/Gradle sources are checked by parsing (tree-sitter-kotlin) and by
 cross-checking names with the Python driver and the results schema; the driver runs against the real adb
-with no device attached, and end to end against a fake adb that plays a device.
+with no device attached, and end to end against a fake adb that plays a device. Streaming artifacts
+(``turbovaed export --stream``): the Kotlin manifest reader knows every field of the exporter's ``stream``
+section, the extras, a streamed results JSON as ResultsJson writes it, and the driver flow.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ JSON_FUNCTIONS = {
     "coldStartJson": ("$defs", "result", "properties", "cold_start"),
     "latencyJson": ("$defs", "result", "properties", "latency_ms"),
     "thermalJson": ("$defs", "result", "properties", "thermal"),
+    "streamJson": ("$defs", "result", "properties", "stream"),
+    "steadyChunkJson": ("$defs", "result", "properties", "stream", "properties", "steady_chunk_ms"),
 }
 # optional schema fields the app does not write (a phone run has no teacher comparison)
 NOT_WRITTEN = {"resultsDoc": {"comparisons"}}
@@ -171,7 +175,8 @@ def test_manifest_declares_the_activity_the_driver_launches():
 def test_driver_and_app_agree_on_extras_files_and_markers():
     extras = _kotlin_consts(SRC / "BenchConfig.kt")
     cmd = android.start_cmd("adb", "S", model="/m.pte", runtime="executorch", iters=3, warmup=1, output="o.json",
-                            threads=2, latents="/l.f32", manifest="/m.manifest.json", ep="cpu")
+                            threads=2, latents="/l.f32", manifest="/m.manifest.json", ep="cpu", stream_frames=21,
+                            trim=True)
     sent = [cmd[i + 1] for i, tok in enumerate(cmd) if tok in ("--es", "--ei")]
     unread = set(sent) - set(extras.values())
     assert not unread, f"driver sends extras the app does not read: {unread}"
@@ -245,6 +250,7 @@ def _sample_doc() -> dict:
             "thermal": {"before": "none", "after": "light"},
             "compute_plan": None,
             "notes": "peak_memory_bytes is the process peak RSS (VmHWM); random N(0,1) latents, seed 0; API 35",
+            "stream": None,
         }],
     }
 
@@ -382,7 +388,7 @@ def test_pick_device():
 # ---------------------------------------------------------------- artifact, APK and latents checks
 
 
-def _artifact(tmp_path: Path, name: str = "wan-256p.pte", target: str = "executorch") -> Path:
+def _artifact(tmp_path: Path, name: str = "wan-256p.pte", target: str = "executorch", stream: bool = False) -> Path:
     art = tmp_path / name
     art.write_bytes(b"\0" * 64)
     manifest = {
@@ -396,6 +402,16 @@ def _artifact(tmp_path: Path, name: str = "wan-256p.pte", target: str = "executo
                    "weights_bytes": 0, "gflops_per_frame": None},
         "parity": None, "size_bytes": 64, "sha256": None, "created": "2026-12-01T00:00:00Z",
     }
+    if stream:  # what `turbovaed export --stream` writes (exporters.add_stream_section), chunks of 2
+        from types import SimpleNamespace
+
+        from turbo_vaed.exporters import add_stream_section
+
+        manifest["inputs"][0]["shape"], manifest["outputs"][0]["shape"] = [2, 16, 4, 4], [8, 3, 32, 32]
+        manifest.update(latent_frames=2, output_frames=8)
+        step = SimpleNamespace(latent_frames=2, frames_per_chunk=8, first_chunk_skip=3, notes=[],
+                               states=[("state0", (2, 16, 4, 4)), ("state1", (2, 8, 32, 32))])
+        add_stream_section(manifest, step, "float32", None)
     art.with_name(f"{art.stem}.manifest.json").write_text(json.dumps(manifest))
     return art
 
@@ -632,3 +648,165 @@ def test_no_device_with_real_adb(cli, tmp_path, adb_server, monkeypatch):
     assert err.startswith("error: no Android device ready: `adb devices -l` listed no devices")
     res = cli("bench", "--device", "android", _artifact(tmp_path), "--serial", "emulator-5554")
     assert res.code == 2 and "no Android device with serial emulator-5554" in res.err
+
+
+# ---------------------------------------------------------------- streaming artifacts (export --stream)
+
+
+def _function_text(path: Path, name: str) -> str:
+    tree = _parser().parse(path.read_bytes())
+    for fn in _walk(tree.root_node):
+        if fn.type == "function_declaration" and any(c.type == "identifier" and c.text.decode() == name
+                                                     for c in fn.children):
+            return fn.text.decode()
+    raise AssertionError(f"no function {name} in {path.name}")
+
+
+def test_kotlin_reads_every_stream_field_the_exporter_writes(tmp_path):
+    manifest = json.loads(_artifact(tmp_path, stream=True).with_name("wan-256p.manifest.json").read_text())
+    stream = manifest["stream"]
+    parse = _function_text(SRC / "ModelManifest.kt", "parseStream")
+    read = set(re.findall(r'(?:get|opt)\w*\("(\w+)"', parse))
+    loop_fields = {"chunk_latent_frames", "frames_per_chunk", "first_chunk_skip", "states"}
+    assert loop_fields <= set(stream) and loop_fields <= read
+    assert set(stream["states"][0]) <= read  # name shape dtype init next
+    src = (SRC / "ModelManifest.kt").read_text()
+    assert 'isNull("stream")' in src and 'getJSONObject("stream")' in src
+    consts = _kotlin_consts(SRC / "ModelManifest.kt")
+    assert [consts["FIRST_INPUT"], consts["TRIM_INPUT"]] == [i["name"] for i in manifest["inputs"][1:3]]
+    from turbo_vaed.exporters.manifest import LEGACY_SCHEMA, SCHEMA
+
+    assert (consts["SCHEMA"], consts["SCHEMA_V1"]) == (SCHEMA, LEGACY_SCHEMA)  # reads what export writes now
+    from turbo_vaed.bench.stream import DEFAULT_CLIP_LATENT_FRAMES
+
+    assert f"DEFAULT_CLIP_LATENT_FRAMES = {DEFAULT_CLIP_LATENT_FRAMES}" in src
+    assert android.DEFAULT_STREAM_FRAMES == DEFAULT_CLIP_LATENT_FRAMES
+    assert "firstChunkSkip" in _function_text(SRC / "ModelManifest.kt", "keptFrames")
+    # each state's `next` output is fed back as that state, by name (ONNX Runtime) or by index (ExecuTorch)
+    runners = (SRC / "Runners.kt").read_text()
+    assert [o["name"] for o in manifest["outputs"][1:]] == [s["next"] for s in stream["states"]]
+    assert "prev.get(st.next)" in runners and "feeds[st.name]" in runners and "session.run(feeds)" in runners
+    assert "it.name == st.next" in runners and "module.forward(*values)" in runners
+    executorch = runners.split("class ExecuTorchStreamRunner")[1].split("class OrtStreamRunner")[0]
+    assert "getDataAsFloatArray()" in executorch  # ExecuTorch's outputs alias its memory: copied out
+    # like the host's streaming ONNX Runtime runner: no CPU arena, no memory patterns
+    assert "setCPUArenaAllocator(false)" in runners and "setMemoryPatternOptimization(false)" in runners
+    bench = (SRC / "Bench.kt").read_text()
+    assert "measureStream(manifest" in bench and "spec.keptFrames(index, n, config.trim)" in bench
+    assert '"student/${runner.runtimeName}-stream"' in bench
+
+
+def _sample_stream_doc(clip: int = 21) -> dict:
+    """A streamed result as Bench.measureStream + ResultsJson write it (21 latent frames in chunks of 2)."""
+    doc = _sample_doc()
+    r = doc["results"][0]
+    samples = [80.5, 79.0, 81.25, 78.5, 80.0, 82.0, 79.5, 80.25, 81.0, 79.75][: max(-(-clip // 2) - 1, 1)]
+    lat = latency_summary(samples)
+    frames = 1 + 4 * (clip - 1)
+    r.update(label="student/executorch-stream", settings={"warmup": 0, "iterations": len(samples)},
+             cold_start={"load_ms": 85.25, "first_run_ms": 190.5}, latency_ms=lat, fps=fps(8, lat["p50"]))
+    r["model"].update(latent_shape=[1, 16, clip, 4, 4], output_frames=frames, width=32, height=32)
+    r["stream"] = {"chunk_latent_frames": 2, "latent_frames": clip, "frames": frames, "first_chunk_ms": 190.5,
+                   "steady_chunk_ms": {k: lat[k] for k in ("min", "p50", "p90", "max", "mean")},
+                   "sustained_fps": frames / ((190.5 + sum(samples)) / 1000 + 0.01)}
+    return doc
+
+
+def test_sample_stream_json_validates_and_parses(tmp_path):
+    doc = _sample_stream_doc()
+    keys = _kotlin_json_keys()
+    r = doc["results"][0]
+    assert list(r) == keys["resultJson"]
+    assert list(r["stream"]) == keys["streamJson"] and list(r["stream"]["steady_chunk_ms"]) == keys["steadyChunkJson"]
+    path = tmp_path / "stream.json"
+    path.write_text(json.dumps(doc, indent=2))
+    loaded = load_results(path)["results"][0]
+    assert loaded["stream"]["frames"] == 81 == loaded["model"]["output_frames"]
+    bad = copy.deepcopy(doc)
+    del bad["results"][0]["stream"]["steady_chunk_ms"]["p90"]
+    with pytest.raises(UserError, match="p90"):
+        validate_results(bad)
+
+
+def test_start_command_line_stream():
+    cmd = android.start_cmd("adb", "S", model="/m.pte", runtime="executorch", iters=5, warmup=1, output="r.json",
+                            stream_frames=21, trim=True)
+    assert cmd[-6:] == ["--ei", "stream_frames", "21", "--ei", "trim", "1"]
+    cmd = android.start_cmd("adb", "S", model="/m.onnx", runtime="onnxruntime", iters=5, warmup=1, output="r.json",
+                            stream_frames=16, trim=False)
+    assert cmd[-6:] == ["--ei", "stream_frames", "16", "--ei", "trim", "0"]
+    assert "stream_frames" not in android.start_cmd("adb", "S", model="/m.pte", runtime="executorch", iters=5,
+                                                    warmup=1, output="r.json")  # whole-chunk runs unchanged
+    with pytest.raises(UserError, match="stream-frames must be >= 1"):
+        android.start_cmd("adb", "S", model="/m.pte", runtime="executorch", iters=5, warmup=1, output="r.json",
+                          stream_frames=0)
+    extras = _kotlin_consts(SRC / "BenchConfig.kt")
+    assert (extras["STREAM_FRAMES"], extras["TRIM"]) == ("stream_frames", "trim")
+    config = (SRC / "BenchConfig.kt").read_text()
+    assert "getIntExtra(Extra.STREAM_FRAMES, 0)" in config and "getIntExtra(Extra.TRIM, 1)" in config
+
+
+def test_stream_request_trim_and_clip_latents(tmp_path):
+    import numpy as np
+    import torch
+
+    from turbo_vaed.latents_io import save_latents
+
+    stream_art = android.check_artifact(BenchOptions(artifact=_artifact(tmp_path, "s.pte", stream=True)))
+    whole = android.check_artifact(BenchOptions(artifact=_artifact(tmp_path)))
+    assert android.stream_request(BenchOptions(), stream_art) == 21
+    assert android.stream_request(BenchOptions(extra={"stream": True, "stream_frames": 9}), stream_art) == 9
+    assert android.stream_request(BenchOptions(), whole) is None
+    with pytest.raises(UserError, match="wan-256p.pte is a whole-chunk artifact: export it with .*--stream"):
+        android.stream_request(BenchOptions(extra={"stream": True}), whole)
+    assert android.stream_trims(stream_art.manifest, 16) is True
+    cog = {**stream_art.manifest, "family": "cogvideox"}
+    assert (android.stream_trims(cog, 5), android.stream_trims(cog, 16)) == (True, False)
+    z = torch.randn(1, 16, 7, 4, 4)
+    src = save_latents(tmp_path / "clip.safetensors", z, "wan")
+    raw, frames = android.write_clip_latents_f32(src, [16, 4, 4], tmp_path / "clip.f32")
+    assert frames == 7
+    assert np.array_equal(np.frombuffer(raw.read_bytes(), "<f4").reshape(7, 16, 4, 4), z[0].permute(1, 0, 2, 3).numpy())
+    with pytest.raises(UserError, match=r"a clip for the artifact is \(1, 16, T, 8, 8\)"):
+        android.write_clip_latents_f32(src, [16, 8, 8], tmp_path / "bad.f32")
+    bench = (SRC / "Bench.kt").read_text()
+    assert "readClipLatents" in bench and "latentFrameNumel" in bench  # the app takes T from the file's size
+
+
+def _start_extras(start: list[str]) -> dict[str, str]:
+    return {start[i + 1]: start[i + 2] for i, tok in enumerate(start) if tok in ("--es", "--ei")}
+
+
+def test_bench_android_streams_with_fake_adb(cli, tmp_path, fake_adb):
+    art = _artifact(tmp_path, "wan-stream.pte", stream=True)
+    (tmp_path / "device-result.json").write_text(json.dumps(_sample_stream_doc()))
+    out = tmp_path / "stream.json"
+    res = cli("bench", "--device", "android", art, "--json", out)
+    assert res.code == 0, res.err
+    start = next(c for c in fake_adb() if c[2:5] == ["shell", "am", "start"])
+    extras = _start_extras(start)
+    assert (extras["stream_frames"], extras["trim"]) == ("21", "1")  # a streaming artifact streams by itself
+    assert load_results(out)["results"][0]["stream"]["latent_frames"] == 21
+    assert "streaming a clip of 21 latent frames" in res.err
+
+
+def test_bench_android_stream_latents_set_the_clip(tmp_path, fake_adb, monkeypatch):
+    import torch
+
+    from turbo_vaed.latents_io import save_latents
+
+    art = _artifact(tmp_path, "wan-stream.onnx", "onnx", stream=True)
+    src = save_latents(tmp_path / "clip.safetensors", torch.randn(1, 16, 5, 4, 4), "wan")
+    (tmp_path / "device-result.json").write_text(json.dumps(_sample_stream_doc(clip=5)))
+    opts = BenchOptions(device="android", artifact=art, latents=src, extra={"stream": True, "stream_frames": 21})
+    doc = android.bench_android(opts)
+    calls = fake_adb()
+    extras = _start_extras(next(c for c in calls if c[2:5] == ["shell", "am", "start"]))
+    assert extras["stream_frames"] == "5" and extras["latents"] == "/data/local/tmp/turbovaed/wan-stream.latents.f32"
+    assert doc["results"][0]["stream"]["frames"] == 17
+    # a result that is not the clip asked for (an old APK without streaming) is an error
+    (tmp_path / "device-result.json").write_text(json.dumps(_sample_doc()))
+    with pytest.raises(UserError, match="streamed None latent frames, asked for a clip of 21"):
+        android.bench_android(BenchOptions(device="android", artifact=art))
+    with pytest.raises(UserError, match="whole-chunk artifact"):
+        android.bench_android(BenchOptions(device="android", artifact=_artifact(tmp_path), extra={"stream": True}))

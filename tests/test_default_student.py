@@ -27,7 +27,9 @@ def test_default_student_reproduces_its_card(card):
     r = evaluate_clip(student, teacher, load_eval_clip(shipped_clip(HELDOUT_CLIP), "wan", DEMO_FRAMES))
     assert abs(r["student_psnr"] - card["student_psnr"]) <= 0.3, (r, card)
     assert abs(r["teacher_psnr"] - card["teacher_psnr"]) <= 0.3, (r, card)
+    assert abs(r["student_colour"] - card["student_colour"]) <= 0.03, (r, card)
     assert r["psnr_retention"] >= 0.95 and r["ssim_retention"] >= 0.95, r
+    assert r["scale8x_psnr"] < r["scale4x_psnr"] and "scale4x_colour" in r, r  # baselines measured alongside
     assert count_parameters(student) <= BUDGETS["wan"] * teacher_decoder_parameters(teacher)
 
 

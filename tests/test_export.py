@@ -241,6 +241,8 @@ def test_reexport_replaces_mlpackage_atomically(student, tmp_path):
     assert a.artifact == b.artifact and b.manifest["sha256"] == tree_sha256(b.artifact)
     assert a.manifest["sha256"] != b.manifest["sha256"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.manifest.json", "m.mlpackage"]
+    rec = run_parity(b.artifact, reference=other, write=False)  # the replaced program is the new weights'
+    assert rec["passed"] and rec["psnr_db"] >= FP16_MIN_PSNR, rec
 
 
 def test_demo_export_stage(student, tmp_path):

@@ -4,6 +4,8 @@
 - names shared by the Swift code, project.yml and the Python driver agree;
 - the xcodebuild / devicectl / simctl command lines;
 - the whole driver flow against a fake Xcode (simulator and device), and its error paths;
+- streaming artifacts (export --stream): the Swift manifest reader knows every field of the exporter's ``stream``
+  section, the launch arguments, a streamed results JSON as the app writes it, the driver flow;
 - off macOS: exit 2 with one line.
 """
 
@@ -30,6 +32,8 @@ LIB_DIR = IOS_DIR / "Sources" / "TurboVAEDBench"
 FIXTURES = IOS_DIR / "Tests" / "TurboVAEDBenchTests" / "Fixtures"
 TINY = FIXTURES / "tiny.mlpackage"
 TINY_MANIFEST = json.loads((FIXTURES / "tiny.manifest.json").read_text())
+TINY_STREAM = FIXTURES / "tiny-stream.mlpackage"
+TINY_STREAM_MANIFEST = json.loads((FIXTURES / "tiny-stream.manifest.json").read_text())
 
 # ------------------------------------------------------------------------------------ Swift source parsing
 
@@ -63,6 +67,7 @@ def test_swift_tree_is_complete():
     names = {p.relative_to(IOS_DIR).as_posix() for p in SWIFT_FILES}
     for expected in ("Package.swift", "Sources/TurboVAEDBench/BenchResults.swift",
                      "Sources/TurboVAEDBench/BenchmarkRunner.swift", "Sources/TurboVAEDBench/ComputePlanSummary.swift",
+                     "Sources/TurboVAEDBench/StreamLoop.swift", "Tests/TurboVAEDBenchTests/StreamingTests.swift",
                      "Sources/TurboVAEDBenchCLI/main.swift", "App/TurboVAEDBenchApp.swift", "App/ContentView.swift",
                      "Tests/TurboVAEDBenchTests/PredictionPerformanceTests.swift"):
         assert expected in names
@@ -189,7 +194,8 @@ def test_codable_keys_are_exactly_the_schema_keys():
     seen: set[str] = set()
     _check_struct(structs, "BenchDocument", schema(), "(document)", seen)
     assert seen == {"BenchDocument", "ToolInfo", "Comparison", "BenchResult", "BenchDevice", "BenchRuntime",
-                    "BenchModel", "BenchSettings", "ColdStart", "LatencySummary", "ThermalReading"}
+                    "BenchModel", "BenchSettings", "ColdStart", "LatencySummary", "ThermalReading", "StreamSummary",
+                    "ChunkLatencySummary"}
     # the check itself catches drift: a renamed key fails it
     broken = {k: {**v, "keys": dict(v["keys"])} for k, v in structs.items()}
     broken["ColdStart"]["keys"]["loadMs"] = "load_time_ms"
@@ -263,12 +269,45 @@ def test_fixture_matches_its_manifest():
     assert TINY_MANIFEST["size_bytes"] == sum(p.stat().st_size for p in TINY.rglob("*") if p.is_file())
 
 
+def test_stream_fixture_matches_its_manifest():
+    """The streaming stand-in the Swift tests run has the manifest's named inputs/outputs, in its order."""
+    ct = pytest.importorskip("coremltools")
+    from turbo_vaed.exporters.manifest import read_manifest
+
+    manifest = read_manifest(FIXTURES / "tiny-stream.manifest.json")  # a valid turbovaed.manifest/2
+    spec = ct.utils.load_spec(str(TINY_STREAM))
+    fp16 = ct.proto.FeatureTypes_pb2.ArrayFeatureType.FLOAT16
+    got_in = [(i.name, list(i.type.multiArrayType.shape)) for i in spec.description.input]
+    assert got_in == [(t["name"], t["shape"]) for t in manifest["inputs"]]
+    assert [o.name for o in spec.description.output] == [t["name"] for t in manifest["outputs"]]
+    assert all(i.type.multiArrayType.dataType == fp16 for i in spec.description.input)
+    assert manifest["size_bytes"] == sum(p.stat().st_size for p in TINY_STREAM.rglob("*") if p.is_file())
+
+
 # ------------------------------------------------------------------------------------ results JSON
+
+
+def streamed_frames(stream: dict, clip: int, trim: bool) -> tuple[int, int]:
+    """(chunks, frames) of a clip streamed by turbo_vaed.streaming.run_stream (the reference loop)."""
+    from turbo_vaed.streaming import run_stream
+
+    k, per = stream["chunk_latent_frames"], stream["frames_per_chunk"]
+    calls = []
+
+    def call(feeds):
+        calls.append(feeds)
+        return [np.zeros((per, 1, 1, 1), np.float32), *(np.zeros(s["shape"], np.float32) for s in stream["states"])]
+
+    frames = sum(f.shape[0] for f in run_stream(call, stream, np.zeros((clip, 1, 1, 1), np.float32), trim))
+    assert len(calls) == -(-clip // k)
+    return len(calls), frames
 
 
 def app_doc(args: list[str], kind: str, manifest: dict = TINY_MANIFEST) -> dict:
     """A results document shaped exactly like the one BenchmarkRunner writes for these launch arguments."""
     opts = dict(zip(args[::2], args[1::2], strict=False))
+    if "-streamFrames" in opts:
+        return stream_app_doc(opts, kind, manifest)
     t, c, h, w = manifest["inputs"][0]["shape"]
     frames = manifest["outputs"][0]["shape"][0]
     iters, warmup = int(opts["-iters"]), int(opts["-warmup"])
@@ -297,6 +336,41 @@ def app_doc(args: list[str], kind: str, manifest: dict = TINY_MANIFEST) -> dict:
             "thermal": {"before": "nominal", "after": "nominal"},
             "compute_plan": {"ios17.conv": {"cpu" if units == "cpuOnly" else "neural_engine": 1}},
             "notes": notes,
+        })
+    return {"schema": "turbovaed.bench/1", "created": "2025-06-01T12:00:00Z",
+            "tool": {"name": "ios_bench", "version": "0.1.0"}, "results": results}
+
+
+def stream_app_doc(opts: dict, kind: str, manifest: dict) -> dict:
+    """What BenchmarkRunner.measureStream writes: one streamed clip per compute-units setting."""
+    stream = manifest["stream"]
+    k, c, h, w = manifest["inputs"][0]["shape"]
+    clip, trim = int(opts["-streamFrames"]), opts.get("-trim", "YES") == "YES"
+    chunks, frames = streamed_frames(stream, clip, trim)
+    results = []
+    for i, units in enumerate(opts["-computeUnits"].split(",")):
+        samples = [20.0 + i + 0.25 * j for j in range(max(chunks - 1, 1))]
+        lat = {"min": min(samples), "p50": float(np.percentile(samples, 50)), "p90": float(np.percentile(samples, 90)),
+               "max": max(samples), "mean": float(np.mean(samples))}
+        first, wall_s = 90.0 + i, (90.0 + i + sum(samples[: chunks - 1])) / 1000 + 0.002
+        results.append({
+            "label": f"student/coreml-{units}-stream",
+            "device": {"kind": kind, "model": "iPhone17,1", "os": "iOS", "os_version": "18.2.0", "cpu": "A18 Pro",
+                       "soc": "A18 Pro", "cpu_count": 6, "memory_bytes": 7_994_343_424},
+            "runtime": {"name": "coreml", "version": "3402.4.1 (iOS 18.2.0)", "compute_units": units,
+                        "precision": manifest["precision"]},
+            "model": {"family": manifest["family"], "decoder": "student", "artifact": opts["-model"].split("/")[-1],
+                      "artifact_bytes": manifest["size_bytes"], "preset": manifest["preset"],
+                      "width": manifest["width"], "height": manifest["height"], "latent_shape": [1, c, clip, h, w],
+                      "output_frames": frames},
+            "settings": {"warmup": 0, "iterations": len(samples)},
+            "cold_start": {"load_ms": 812.5, "first_run_ms": first},
+            "latency_ms": {**lat, "samples": samples},
+            "fps": stream["frames_per_chunk"] / (lat["p50"] / 1000), "peak_memory_bytes": 60_000_000,
+            "thermal": {"before": "nominal", "after": "nominal"},
+            "notes": f"streamed {clip} latent frames in {chunks} chunks of {k}",
+            "stream": {"chunk_latent_frames": k, "latent_frames": clip, "frames": frames, "first_chunk_ms": first,
+                       "steady_chunk_ms": lat, "sustained_fps": frames / wall_s},
         })
     return {"schema": "turbovaed.bench/1", "created": "2025-06-01T12:00:00Z",
             "tool": {"name": "ios_bench", "version": "0.1.0"}, "results": results}
@@ -585,10 +659,11 @@ class FakeXcode:
         if "-latents" in opts:
             assert (docs / opts["-latents"]).is_file()
         out = docs / opts["-output"]
+        manifest = json.loads(model.with_name(model.stem + ".manifest.json").read_text())
         if self.app_error:
             out.with_name(out.name + ".error").write_text(self.app_error + "\n")
         elif self.finish:
-            out.write_text(json.dumps(app_doc(args, kind)))
+            out.write_text(json.dumps(app_doc(args, kind, manifest)))
 
     def __call__(self, cmd, timeout=None):
         cmd = [str(c) for c in cmd]
@@ -766,3 +841,211 @@ def test_off_macos_message_on_any_host(cli, tmp_path, monkeypatch):
     assert "needs macOS with Xcode 16+" in _one_line_error(cli("bench", "--device", "iphone16pro", pkg))
     with pytest.raises(UserError, match="needs macOS"):
         ios.bench_mac_swift(ios.BenchOptions(device="mac", artifact=TINY))
+
+
+# ------------------------------------------------------------------------------------ streaming (export --stream)
+
+
+def _exported_stream_section() -> dict:
+    """The ``stream`` section and flag inputs `turbovaed export --stream` writes (exporters.add_stream_section)."""
+    from types import SimpleNamespace
+
+    from turbo_vaed.exporters import add_stream_section
+
+    manifest = {"inputs": [{"name": "latents", "shape": [2, 16, 4, 4], "dtype": "float16"}],
+                "outputs": [{"name": "frames", "shape": [8, 3, 32, 32], "dtype": "float16"}]}
+    step = SimpleNamespace(latent_frames=2, frames_per_chunk=8, first_chunk_skip=3, notes=["n"],
+                           states=[("state0", (2, 16, 4, 4)), ("state1", (2, 8, 32, 32))])
+    add_stream_section(manifest, step, "float16", None)
+    return manifest
+
+
+def _swift_coding_keys(path: Path, type_name: str) -> set[str]:
+    """Raw JSON keys of the CodingKeys enum inside the Swift struct `type_name`."""
+    stack = [_parse(path)]
+    while stack:
+        node = stack.pop()
+        stack.extend(node.children)
+        name = node.child_by_field_name("name") if node.type == "class_declaration" else None
+        if name is None or name.text.decode() != type_name:
+            continue
+        for member in node.child_by_field_name("body").children:
+            if member.type == "class_declaration" and member.child_by_field_name("name").text.decode() == "CodingKeys":
+                return {c.text.decode().strip('"') for e in member.child_by_field_name("body").children
+                        if e.type == "enum_entry" for c in e.children if c.type == "line_string_literal"}
+    raise AssertionError(f"{type_name} not found in {path.name}")
+
+
+def test_swift_reads_every_stream_field_the_exporter_writes():
+    exported = _exported_stream_section()
+    stream = exported["stream"]
+    manifest_swift = LIB_DIR / "ArtifactManifest.swift"
+    assert "stream" in _swift_coding_keys(manifest_swift, "ArtifactManifest")
+    loop_fields = {"chunk_latent_frames", "frames_per_chunk", "first_chunk_skip", "states"}
+    assert loop_fields <= set(stream) and _swift_coding_keys(manifest_swift, "StreamSpec") == loop_fields
+    assert _swift_coding_keys(manifest_swift, "State") == set(stream["states"][0])  # name shape dtype init next
+    assert TINY_STREAM_MANIFEST["stream"].keys() == stream.keys()  # the fixture has the exporter's layout
+    # the flag inputs by the exporter's names; every state's `next` output fed back; the skip and tail rules used
+    flags = [i["name"] for i in exported["inputs"][1:3]]
+    source = _swift("ArtifactManifest.swift")
+    assert flags == ["first", "trim"]
+    assert f'firstInput = "{flags[0]}"' in source and f'trimInput = "{flags[1]}"' in source
+    assert [o["name"] for o in exported["outputs"][1:]] == [s["next"] for s in stream["states"]]
+    loop = _swift("StreamLoop.swift")
+    assert "state.next" in loop and "states = next" in loop  # outputs become the next call's inputs
+    assert "StreamSpec.firstInput" in loop and "StreamSpec.trimInput" in loop
+    assert "firstChunkSkip" in source and "framesPerLatentFrame" in source and "chunkLatentFrames" in loop
+    runner = _swift("BenchmarkRunner.swift")
+    assert "measureStream" in runner and "feeder.carry(output)" in runner and "chunk.keptFrames" in runner
+    assert '"student/coreml-\\(units.rawValue)-stream"' in runner  # the host's `student/<rt>-stream` labels
+    # the default clip is the host's
+    from turbo_vaed.bench.stream import DEFAULT_CLIP_LATENT_FRAMES
+
+    assert f"defaultClipLatentFrames = {DEFAULT_CLIP_LATENT_FRAMES}" in source
+    assert ios.DEFAULT_STREAM_FRAMES == DEFAULT_CLIP_LATENT_FRAMES
+
+
+def test_streamed_frames_follow_the_family_rule():
+    """The reference loop the fake app counts with: 1 + 4 (T - 1) frames for wan-like chunks, whatever k."""
+    for k in (1, 2, 3):
+        stream = {"chunk_latent_frames": k, "frames_per_chunk": 4 * k, "first_chunk_skip": 3,
+                  "states": [{"name": "state0", "shape": [1, 2, 1, 1]}]}
+        for clip in (1, 2, 5, 16, 21):
+            assert streamed_frames(stream, clip, True) == (-(-clip // k), 1 + 4 * (clip - 1))
+        assert streamed_frames(stream, 16, False)[1] == 64  # cogvideox at an even length: nothing trimmed
+
+
+def test_stream_launch_arguments():
+    run = ios.AppRun("s1", "tiny-stream.mlpackage", ("all",), stream_frames=21, trim=True)
+    args = run.launch_arguments()
+    assert args[args.index("-streamFrames"):args.index("-streamFrames") + 4] == ["-streamFrames", "21", "-trim", "YES"]
+    names = set(re.findall(r'"([\w-]+)"', _swift("BenchArguments.swift").split("names: Set<String> = [")[1]
+                           .split("]")[0]))
+    flags = {a[1:] for a in args if a.startswith("-") and a[1:].isalpha()}
+    assert {"streamFrames", "trim"} <= flags <= names
+    assert ios.app_arguments("m", "o", stream_frames=16, trim=False)[-4:] == ["-streamFrames", "16", "-trim", "NO"]
+    assert "-streamFrames" not in ios.AppRun("r", "m.mlpackage").launch_arguments()  # whole-chunk runs unchanged
+    with pytest.raises(UserError, match="stream-frames must be >= 1"):
+        ios.app_arguments("m", "o", stream_frames=0)
+    usage = _swift("BenchArguments.swift")
+    assert "-streamFrames N" in usage and "-trim YES|NO" in usage
+
+
+def test_stream_request_and_trim():
+    opts = ios.BenchOptions(device="iphone16pro", extra={"stream": True, "stream_frames": 9})
+    assert ios.stream_request(opts, TINY_STREAM_MANIFEST, TINY_STREAM) == 9
+    assert ios.stream_request(ios.BenchOptions(), TINY_STREAM_MANIFEST, TINY_STREAM) == 21  # a streaming artifact
+    assert ios.stream_request(ios.BenchOptions(), TINY_MANIFEST, TINY) is None
+    with pytest.raises(UserError, match="tiny.mlpackage is a whole-chunk artifact: export it with .*--stream"):
+        ios.stream_request(opts, TINY_MANIFEST, TINY)
+    assert ios.stream_trims(TINY_STREAM_MANIFEST, 16) is True  # wan always trims
+    cog = {**TINY_STREAM_MANIFEST, "family": "cogvideox"}
+    assert (ios.stream_trims(cog, 21), ios.stream_trims(cog, 16)) == (True, False)
+
+
+def _stream_manifest(**sizes) -> dict:
+    """The fixture's streaming manifest at another size (what the sample results were measured with)."""
+    m = json.loads(json.dumps(TINY_STREAM_MANIFEST))
+    c, h, w, width = sizes.get("c", 16), sizes.get("h", 32), sizes.get("w", 32), sizes.get("width", 256)
+    m.update(width=width, height=width, preset=f"{width}p")
+    m["inputs"][0]["shape"] = [2, c, h, w]
+    m["outputs"][0]["shape"] = [8, 3, width, width]
+    return m
+
+
+def test_sample_stream_results_validate_and_parse():
+    sample = json.loads((FIXTURES / "sample-stream-results.json").read_text())  # also decoded by the Swift tests
+    validate_results(sample, "sample-stream-results.json")
+    assert _keys(sample) <= _swift_key_paths()
+    doc = ios.parse_app_results(FIXTURES / "sample-stream-results.json", manifest=_stream_manifest(),
+                                simulator=False)
+    (r,) = doc["results"]
+    s, lat = r["stream"], r["latency_ms"]
+    assert (s["chunk_latent_frames"], s["latent_frames"], s["frames"]) == (2, 21, 81)
+    chunks, frames = streamed_frames(_stream_manifest()["stream"], 21, True)
+    assert frames == s["frames"] == r["model"]["output_frames"] and r["model"]["latent_shape"][2] == 21
+    assert len(lat["samples"]) == r["settings"]["iterations"] == chunks - 1 and r["settings"]["warmup"] == 0
+    for key in ("min", "p50", "p90", "max", "mean"):
+        want = float(np.percentile(lat["samples"], {"min": 0, "max": 100}.get(key, 50 if key == "p50" else 90))) \
+            if key != "mean" else float(np.mean(lat["samples"]))
+        assert s["steady_chunk_ms"][key] == pytest.approx(want) == pytest.approx(lat[key])
+    assert s["first_chunk_ms"] == r["cold_start"]["first_run_ms"]
+    assert r["fps"] == pytest.approx(8 / (lat["p50"] / 1000), rel=1e-6)
+    wall = (s["first_chunk_ms"] + sum(lat["samples"])) / 1000
+    assert s["sustained_fps"] < frames / wall  # the clip's wall time includes more than the predictions
+
+
+def test_stream_results_check_against_manifest_and_run():
+    run = ios.AppRun("s", "tiny-stream.mlpackage", ("all", "cpuOnly"), stream_frames=5, trim=True)
+    doc = app_doc(run.launch_arguments(), "iphone16pro", TINY_STREAM_MANIFEST)
+    validate_results(doc)
+    assert _keys(doc) <= _swift_key_paths()
+    parsed = ios.parse_app_results(doc, manifest=TINY_STREAM_MANIFEST, simulator=False)
+    assert [r["stream"]["frames"] for r in parsed["results"]] == [17, 17]
+    ios.check_matches_run(parsed, run, "x")  # warm-up/iterations do not apply to a streamed clip
+    with pytest.raises(UserError, match="streamed 5 latent frames, asked for a clip of 21"):
+        ios.check_matches_run(parsed, ios.AppRun("s", "m", ("all", "cpuOnly"), stream_frames=21), "x")
+    with pytest.raises(UserError, match="a streamed result for a whole-chunk artifact"):
+        ios.parse_app_results(doc, manifest=TINY_MANIFEST)
+    whole = app_doc(ios.AppRun("r", "tiny.mlpackage").launch_arguments(), "iphone16pro")
+    with pytest.raises(UserError, match="a whole-chunk result for a streaming artifact"):
+        ios.parse_app_results(whole, manifest=TINY_STREAM_MANIFEST)
+    other = json.loads(json.dumps(TINY_STREAM_MANIFEST))
+    other["inputs"][0]["shape"][0] = 3
+    with pytest.raises(UserError, match="chunks of 2 latent frames, the artifact's manifest says 3"):
+        ios.parse_app_results(doc, manifest=other)
+
+
+def test_prepare_clip_latents(tmp_path):
+    import torch
+
+    from turbo_vaed.latents_io import save_latents
+
+    m = TINY_STREAM_MANIFEST
+    clip = np.random.default_rng(0).standard_normal((5, 16, 2, 2)).astype(np.float32)
+    np.save(tmp_path / "z.npy", clip)
+    out, frames = ios.prepare_clip_latents(tmp_path / "z.npy", m, tmp_path, "a")
+    assert frames == 5 and np.array_equal(np.load(out), clip)
+    z = torch.from_numpy(clip.transpose(1, 0, 2, 3)[None].copy())  # (1, C, T, h, w)
+    save_latents(tmp_path / "z.safetensors", z, "wan")
+    out, frames = ios.prepare_clip_latents(tmp_path / "z.safetensors", m, tmp_path, "b")
+    assert frames == 5 and np.array_equal(np.load(out), clip)
+    (tmp_path / "z.bin").write_bytes(clip.astype(np.float16).tobytes())
+    out, frames = ios.prepare_clip_latents(tmp_path / "z.bin", m, tmp_path, "c", frames=5)
+    assert frames == 5 and out.suffix == ".npy"
+    np.testing.assert_allclose(np.load(out), clip, atol=2e-3)
+    with pytest.raises(UserError, match="pass --stream-frames T"):
+        ios.prepare_clip_latents(tmp_path / "z.bin", m, tmp_path, "d")  # 21 frames would not fit
+    np.save(tmp_path / "bad.npy", np.zeros((5, 8, 2, 2), np.float32))
+    with pytest.raises(UserError, match=r"a clip for this artifact is \[T, 16, 2, 2\]"):
+        ios.prepare_clip_latents(tmp_path / "bad.npy", m, tmp_path, "e")
+
+
+def test_stream_simulator_flow(cli, fake_mac, tmp_path):
+    """A streaming artifact streams by itself (default 21-frame clip); the arguments carry the clip and trim."""
+    out = tmp_path / "stream.json"
+    res = cli("bench", "--device", "iphone16pro", TINY_STREAM, "--simulator", "--json", out, "--out", tmp_path / "o")
+    assert res.code == 0, res.err
+    launched = fake_mac.launched
+    assert launched[launched.index("-streamFrames") + 1] == "21" and launched[launched.index("-trim") + 1] == "YES"
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["stream"]["latent_frames"] == 21 and r["stream"]["frames"] == 81 == r["model"]["output_frames"]
+    assert r["label"] == "student/coreml-all-stream" and "no Neural Engine" in r["notes"]
+
+
+def test_stream_device_flow_with_latents(fake_mac, tmp_path):
+    """`bench --stream` (BenchOptions.extra, as bench_cmd passes it): the latents file sets the clip's length."""
+    clip = np.ones((7, 16, 2, 2), np.float32)
+    np.save(tmp_path / "clip.npy", clip)
+    opts = ios.BenchOptions(device="iphone16pro", artifact=TINY_STREAM, latents=tmp_path / "clip.npy",
+                            out_dir=tmp_path / "o", extra={"stream": True, "stream_frames": 21})
+    doc = ios.bench_iphone(opts)
+    launched = fake_mac.launched
+    assert launched[launched.index("-streamFrames") + 1] == "7"
+    copied = next(c[c.index("--destination") + 1] for c in fake_mac.calls
+                  if c[3:5] == ["copy", "to"] and "latents" in c[c.index("--destination") + 1])
+    assert np.load(fake_mac.container / copied).shape == (7, 16, 2, 2)
+    assert doc["results"][0]["stream"]["frames"] == 1 + 4 * 6
+    with pytest.raises(UserError, match="whole-chunk artifact"):
+        ios.bench_iphone(ios.BenchOptions(device="iphone16pro", artifact=TINY, out_dir=tmp_path / "o",
+                                          extra={"stream": True}))

@@ -24,6 +24,9 @@ final class BenchViewModel: ObservableObject {
     @Published var useCPUOnly = false
     @Published var warmup = 2
     @Published var iterations = 10
+    /// Streaming artifacts (export --stream): latent frames of the clip streamed chunk by chunk, and its trim flag.
+    @Published var streamFrames = StreamSpec.defaultClipLatentFrames
+    @Published var streamTrim = true
     @Published var outputPath: String?
 
     private var task: Task<Void, Never>?
@@ -41,6 +44,12 @@ final class BenchViewModel: ObservableObject {
         let ticked: [(ComputeUnitsOption, Bool)] = [(.all, useAll), (.cpuAndNeuralEngine, useCPUAndNeuralEngine),
                                                     (.cpuAndGPU, useCPUAndGPU), (.cpuOnly, useCPUOnly)]
         return ticked.filter { $0.1 }.map { $0.0 }
+    }
+
+    /// The picked model is a streaming step (its manifest has a `stream` section).
+    var selectedIsStreaming: Bool {
+        guard let model = selectedModel else { return false }
+        return (try? ArtifactManifest.load(forModel: model))?.isStreaming ?? false
     }
 
     var statusText: String {
@@ -94,6 +103,10 @@ final class BenchViewModel: ObservableObject {
         guard let parsed else { return }
         warmup = parsed.warmup
         iterations = parsed.iterations
+        if let frames = parsed.streamFrames {
+            streamFrames = frames
+        }
+        streamTrim = parsed.trim
         useAll = parsed.computeUnits.contains(.all)
         useCPUAndNeuralEngine = parsed.computeUnits.contains(.cpuAndNeuralEngine)
         useCPUAndGPU = parsed.computeUnits.contains(.cpuAndGPU)
@@ -111,6 +124,10 @@ final class BenchViewModel: ObservableObject {
         arguments.computeUnits = units
         arguments.warmup = warmup
         arguments.iterations = iterations
+        if selectedIsStreaming {
+            arguments.streamFrames = streamFrames
+            arguments.trim = streamTrim
+        }
         let stem = model.deletingPathExtension().lastPathComponent
         arguments.output = "turbovaed-bench-\(stem).json"
         task = Task { await self.run(arguments) }

@@ -54,6 +54,10 @@ struct ContentView: View {
             Toggle(ComputeUnitsOption.cpuOnly.rawValue, isOn: $bench.useCPUOnly)
             Stepper("Warm-up: \(bench.warmup)", value: $bench.warmup, in: 0...50)
             Stepper("Iterations: \(bench.iterations)", value: $bench.iterations, in: 1...500)
+            if bench.selectedIsStreaming {
+                Stepper("Stream clip: \(bench.streamFrames) latent frames", value: $bench.streamFrames, in: 1...4096)
+                Toggle("Trim first chunk", isOn: $bench.streamTrim)
+            }
         }
         .disabled(bench.isRunning)
     }
@@ -68,6 +72,9 @@ struct ContentView: View {
                 LabeledContent("Last prediction", value: Self.milliseconds(live.lastMs))
                 LabeledContent("p50", value: Self.milliseconds(live.p50Ms))
                 LabeledContent("FPS (output frames)", value: live.fps.map { String(format: "%.2f", $0) } ?? "-")
+                if let streamed = live.streamedFrames {
+                    LabeledContent("Frames streamed", value: "\(streamed)")
+                }
                 LabeledContent("Peak memory", value: Self.megabytes(live.peakMemoryBytes))
                 LabeledContent("Thermal state", value: live.thermal)
             }
@@ -88,6 +95,10 @@ struct ContentView: View {
                     Text(String(format: "load %.0f ms  first %.0f ms  peak %@", result.coldStart.loadMs,
                                 result.coldStart.firstRunMs,
                                 Self.megabytes(result.peakMemoryBytes.map { UInt64($0) })))
+                    if let stream = result.stream {
+                        Text(String(format: "stream: %d frames, first chunk %.1f ms, steady p50 %.1f ms, %.2f FPS sustained",
+                                    stream.frames, stream.firstChunkMs, stream.steadyChunkMs.p50, stream.sustainedFps))
+                    }
                     if let notes = result.notes {
                         Text(notes).font(.caption2).foregroundStyle(.secondary)
                     }

@@ -3,6 +3,11 @@
 A shape-faithful stand-in for an exported Turbo-VAED decoder (family wan, 16x16 pixels, 2 latent frames):
 input ``latents`` [T=2, C=16, h=2, w=2] -> output ``frames`` [F=5, 3, 16, 16], rank <= 4, fp16 I/O, plus its
 ``tiny.manifest.json`` in the turbovaed.manifest/1 layout. Runs on Linux (conversion only, no prediction).
+
+``tiny-stream.mlpackage`` is the same kind of stand-in for a streaming step (``turbovaed export --stream``):
+inputs ``latents`` [k=2, 16, 2, 2], ``first``/``trim`` [1, 1, 1, 1] and one state ``state0`` [1, 16, 2, 2] (the
+previous latent frame of a causal temporal conv), outputs ``frames`` [8, 3, 16, 16] and ``state0_next``, with a
+turbovaed.manifest/2 ``tiny-stream.manifest.json`` holding its ``stream`` section.
 """
 
 from __future__ import annotations
@@ -42,7 +47,83 @@ def tree_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+class TinyStreamStep(torch.nn.Module):
+    """A causal temporal conv (k=2) carried as state, then the same per-frame head as TinyDecoder (no trim)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(C, TEMPORAL * 3 * SPATIAL * SPATIAL, 1)
+
+    def forward(self, z, first, trim, state0):
+        prev = first * z[:1] + (1 - first) * state0  # the first chunk replicates its first frame
+        x = torch.cat([prev, z])  # [1 + k, C, h, w]
+        y = x[1:] + 0.5 * x[:-1]  # causal conv over time
+        x = torch.nn.functional.pixel_shuffle(self.conv(y), SPATIAL)  # [k, 4*3, 16, 16]
+        x = x.reshape(T * TEMPORAL, 3, H_LAT * SPATIAL, W_LAT * SPATIAL)
+        return torch.tanh(x) + 1e-3 * trim, z[-1:]
+
+
+def make_tiny_stream() -> None:
+    import coremltools as ct
+
+    torch.manual_seed(0)
+    model = TinyStreamStep().eval()
+    flag = torch.ones(1, 1, 1, 1)
+    example = (torch.randn(T, C, H_LAT, W_LAT), flag, flag, torch.zeros(1, C, H_LAT, W_LAT))
+    traced = torch.jit.trace(model, example)
+    names = ("latents", "first", "trim", "state0")
+    ml = ct.convert(
+        traced,
+        inputs=[ct.TensorType(name=n, shape=e.shape, dtype=np.float16) for n, e in zip(names, example, strict=True)],
+        outputs=[ct.TensorType(name="frames", dtype=np.float16), ct.TensorType(name="state0_next", dtype=np.float16)],
+        convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
+        compute_precision=ct.precision.FLOAT16,
+    )
+    out = FIXTURES / "tiny-stream.mlpackage"
+    if out.exists():
+        shutil.rmtree(out)
+    ml.save(str(out))
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    frames, state = [T * TEMPORAL, 3, H_LAT * SPATIAL, W_LAT * SPATIAL], [1, C, H_LAT, W_LAT]
+    flag_spec = {"shape": [1, 1, 1, 1], "dtype": "float16"}
+    manifest = {
+        "schema": "turbovaed.manifest/2", "name": "tiny-stream", "artifact": "tiny-stream.mlpackage",
+        "target": "coreml", "delegate": None, "preset": "16x16", "family": "wan", "width": W_LAT * SPATIAL,
+        "height": H_LAT * SPATIAL, "latent_frames": T, "output_frames": frames[0], "precision": "fp16",
+        "inputs": [{"name": "latents", "shape": [T, C, H_LAT, W_LAT], "dtype": "float16"},
+                   {"name": "first", **flag_spec}, {"name": "trim", **flag_spec},
+                   {"name": "state0", "shape": state, "dtype": "float16"}],
+        "outputs": [{"name": "frames", "shape": frames, "dtype": "float16"},
+                    {"name": "state0_next", "shape": state, "dtype": "float16"}],
+        "decoder": {"arch": "student", "config": {"note": "test fixture, not a Turbo-VAED student"},
+                    "checkpoint": "random"},
+        "toolchain": {"turbovaed": "0.1.0", "torch": torch.__version__, "coremltools": ct.__version__},
+        "report": {"op_counts": {}, "max_rank": 4, "slow_path_ops": [], "partitions": None,
+                   "non_delegated_ops": {}, "weights_bytes": C * TEMPORAL * 3 * SPATIAL * SPATIAL * 2,
+                   "gflops_per_frame": 0.0},
+        "parity": None, "size_bytes": size, "sha256": tree_sha256(out), "created": "2025-01-01T00:00:00+00:00",
+        "stream": {
+            "chunk_latent_frames": T, "frames_per_chunk": frames[0], "first_chunk_skip": TEMPORAL - 1,
+            "flags": {"first": "1.0 on the first chunk of a video, else 0.0",
+                      "trim": "1.0 on the first chunk when the full decode of the whole video trims, else 0.0"},
+            "states": [{"name": "state0", "shape": state, "dtype": "float16", "init": "zeros",
+                        "next": "state0_next"}],
+            "tail": "pad the last chunk with copies of its last latent frame; keep the first n * frames_per_chunk / "
+                    "chunk_latent_frames frames of its output",
+            "first_chunk": f"drop the first {TEMPORAL - 1} frames of the first chunk when trim = 1",
+            "coreml_states": "explicit inputs/outputs", "notes": ["test fixture"],
+        },
+    }
+    (FIXTURES / "tiny-stream.manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {out} ({size} bytes) and tiny-stream.manifest.json")
+
+
 def main() -> None:
+    make_tiny()
+    make_tiny_stream()
+
+
+def make_tiny() -> None:
     import coremltools as ct
 
     torch.manual_seed(0)

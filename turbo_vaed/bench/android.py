@@ -4,6 +4,10 @@ Flow: check the artifact and its manifest -> find adb -> pick the device -> get 
 with Gradle where an Android SDK exists) -> push model + manifest (+ latents) to /data/local/tmp/turbovaed ->
 install -> ``am start`` with extras -> poll for the result file -> pull -> validate (turbovaed.bench/1).
 Every adb/gradle command line is built by a pure function below, so tests can check them without a device.
+
+A streaming artifact (``turbovaed export --stream``, manifest ``stream`` section) is streamed by the app over a
+whole clip (``--ei stream_frames N --ei trim 0|1``; ``--stream-frames``, default 21 latent frames, or the
+``--latents`` file's length); the result then has the ``stream`` object of the schema.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ DONE_MARKER = "TURBOVAED_BENCH_DONE"
 APK_ENV = "TURBOVAED_ANDROID_APK"
 TIMEOUT_ENV = "TURBOVAED_ANDROID_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 900.0
+DEFAULT_STREAM_FRAMES = 21  # latent frames of a streamed clip (turbo_vaed.bench.stream; a 5-second Wan clip)
 GONE_POLLS = 5  # polls (about a second apart) without the app process before the run counts as crashed
 ANDROID_BENCH_DIR = Path(__file__).resolve().parents[2] / "android_bench"
 ANDROID_RUNTIMES = ("executorch", "onnxruntime")  # what the Kotlin harness links
@@ -184,11 +189,12 @@ def uninstall_cmd(adb: str, serial: str) -> list[str]:
 
 def start_cmd(adb: str, serial: str, *, model: str, runtime: str, iters: int, warmup: int, output: str,
               threads: int | None = None, latents: str | None = None, manifest: str | None = None,
-              ep: str | None = None) -> list[str]:
+              ep: str | None = None, stream_frames: int | None = None, trim: bool | None = None) -> list[str]:
     """``am start`` of BenchActivity with its extras; -S stops a running instance so each run is a cold start.
 
     No -W: on a locked phone the launch never completes, while the run itself goes on; the poll follows it.
     ``adb shell`` joins its arguments into one remote shell line, so string values are shell-quoted.
+    ``stream_frames``/``trim``: a streaming artifact streams a clip of that many latent frames.
     """
     cmd = adb_cmd(adb, serial, "shell", "am", "start", "-S", "-n", ACTIVITY,
                   "--es", "model", shlex.quote(model), "--es", "runtime", runtime,
@@ -202,6 +208,12 @@ def start_cmd(adb: str, serial: str, *, model: str, runtime: str, iters: int, wa
         cmd += ["--es", "manifest", shlex.quote(manifest)]
     if ep is not None:
         cmd += ["--es", "ep", shlex.quote(ep)]
+    if stream_frames is not None:
+        if stream_frames < 1:
+            raise UserError(f"--stream-frames must be >= 1, got {stream_frames}")
+        cmd += ["--ei", "stream_frames", str(stream_frames)]
+    if trim is not None:
+        cmd += ["--ei", "trim", "1" if trim else "0"]
     return cmd
 
 
@@ -351,6 +363,51 @@ def write_latents_f32(src: Path, shape: Sequence[int], dest: Path) -> Path:
     return dest
 
 
+def write_clip_latents_f32(src: Path, frame_shape: Sequence[int], dest: Path) -> tuple[Path, int]:
+    """Latents (1, C, T, h, w) of any T -> raw little-endian float32 [T, C, h, w] to stream; returns (file, T)."""
+    import numpy as np
+
+    from turbo_vaed.latents_io import load_latents
+
+    z, _ = load_latents(src)
+    c, h, w = frame_shape
+    if z.dim() != 5 or z.shape[0] != 1 or (z.shape[1], z.shape[3], z.shape[4]) != (c, h, w):
+        raise UserError(f"latents {src} have shape {tuple(z.shape)}; a clip for the artifact is (1, {c}, T, {h}, {w})")
+    arr = z[0].permute(1, 0, 2, 3).contiguous().numpy().astype("<f4", copy=False)
+    dest.write_bytes(np.ascontiguousarray(arr).tobytes())
+    return dest, int(arr.shape[0])
+
+
+def stream_request(opts: BenchOptions, art: Artifact) -> int | None:
+    """Latent frames of the clip to stream through a streaming artifact, or None for a whole-chunk run."""
+    if art.manifest.get("stream"):
+        frames = int(opts.extra.get("stream_frames") or DEFAULT_STREAM_FRAMES)
+        if frames < 1:
+            raise UserError(f"--stream-frames must be >= 1, got {frames}")
+        return frames
+    if opts.extra.get("stream"):
+        raise UserError(f"{art.path.name} is a whole-chunk artifact: export it with `turbovaed export --target "
+                        f"{art.manifest['target']} --stream` to benchmark streaming")
+    return None
+
+
+def stream_trims(manifest: dict, clip_latent_frames: int) -> bool:
+    """The ``trim`` flag of a streamed clip: its family's full decode drops the first frames (wan/hunyuan/ltx
+    always, cogvideox for an odd number of latent frames)."""
+    from turbo_vaed.families import get_family
+
+    return get_family(manifest["family"]).trims(clip_latent_frames)
+
+
+def check_stream_result(doc: dict, clip_latent_frames: int, source: str) -> None:
+    """Every result of a streamed run has the ``stream`` object for the clip asked for."""
+    for r in doc["results"]:
+        got = (r.get("stream") or {}).get("latent_frames")
+        if got != clip_latent_frames:
+            raise UserError(f"{source}: {r['label']} streamed {got} latent frames, asked for a clip of "
+                            f"{clip_latent_frames}: install the current android_bench and run again")
+
+
 # ---------------------------------------------------------------- running commands
 
 
@@ -470,6 +527,7 @@ def bench_android(opts: BenchOptions, run: Runner = _run, env: Mapping[str, str]
     """Benchmark an exported artifact on an Android phone/emulator; returns a validated turbovaed.bench/1 doc."""
     env = os.environ if env is None else env
     art = check_artifact(opts)
+    stream_frames = stream_request(opts, art)  # None: a whole-chunk run
     if opts.latents is not None and not Path(opts.latents).is_file():
         raise UserError(f"latents file not found: {opts.latents}; make one with `turbovaed encode`")
     if opts.threads is not None and opts.threads < 1:
@@ -495,7 +553,11 @@ def bench_android(opts: BenchOptions, run: Runner = _run, env: Mapping[str, str]
         adb(push_cmd(adb_path, device.serial, art.manifest_path, remote["manifest"]), "pushing the manifest")
         latents_remote = None
         if opts.latents is not None:
-            raw = write_latents_f32(Path(opts.latents), art.input_shape, Path(tmp) / "latents.f32")
+            if stream_frames is None:
+                raw = write_latents_f32(Path(opts.latents), art.input_shape, Path(tmp) / "latents.f32")
+            else:  # a clip of any length: the file's
+                raw, stream_frames = write_clip_latents_f32(Path(opts.latents), art.input_shape[1:],
+                                                            Path(tmp) / "latents.f32")
             adb(push_cmd(adb_path, device.serial, raw, remote["latents"]), "pushing the latents", 600.0)
             latents_remote = remote["latents"]
             pushed.append(latents_remote)
@@ -513,13 +575,20 @@ def bench_android(opts: BenchOptions, run: Runner = _run, env: Mapping[str, str]
 
         output = result_name(art.path, art.runtime, int(time.time()))
         remote_result = f"{RESULTS_DIR}/{output}"
-        log.print(f"[dim]running {art.runtime}: {opts.warmup} warm-up + {opts.iters} decodes[/]")
+        trim = stream_trims(art.manifest, stream_frames) if stream_frames is not None else None
+        if stream_frames is None:
+            log.print(f"[dim]running {art.runtime}: {opts.warmup} warm-up + {opts.iters} decodes[/]")
+        else:
+            log.print(f"[dim]running {art.runtime}: streaming a clip of {stream_frames} latent frames "
+                      f"(trim {int(trim)})[/]")
         adb(start_cmd(adb_path, device.serial, model=remote["model"], runtime=art.runtime, iters=opts.iters,
                       warmup=opts.warmup, threads=opts.threads, output=output, latents=latents_remote,
-                      ep=opts.extra.get("ep")),
+                      ep=opts.extra.get("ep"), stream_frames=stream_frames, trim=trim),
             "starting android_bench", 120.0)
         wait_for_result(adb, remote_result, timeout_s)
         doc = fetch_result(adb, remote_result, Path(tmp) / output)
+        if stream_frames is not None:
+            check_stream_result(doc, stream_frames, f"results from {device.serial}")
         for cmd, what in ((rm_cmd(adb_path, device.serial, remote_result), "removing the device result"),
                           (force_stop_cmd(adb_path, device.serial), "stopping the app")):
             try:

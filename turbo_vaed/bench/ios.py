@@ -5,6 +5,10 @@ Flow (macOS with Xcode 16+): ``xcodegen`` (ios_bench/project.yml) -> ``xcodebuil
 and optional latents into the app's Documents/turbovaed -> launch with arguments -> fetch the
 turbovaed.bench/1 JSON the app writes -> validate. The command lines are built by the pure ``*_command``
 functions so they can be checked anywhere; only running them needs a Mac.
+
+A streaming artifact (``turbovaed export --target coreml --stream``, manifest ``stream`` section) is streamed by
+the app over a whole clip (``-streamFrames N -trim YES|NO``; ``--stream-frames``, default 21 latent frames, or
+the ``--latents`` file's length); each result then has the ``stream`` object of the schema.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ DEFAULT_TIMEOUT_S = 1800
 ENV_TEAM = "TURBOVAED_IOS_TEAM"  # DEVELOPMENT_TEAM for device builds
 ENV_DEVICE = "TURBOVAED_IOS_DEVICE"  # devicectl identifier, UDID or name (or --serial)
 ENV_TIMEOUT = "TURBOVAED_IOS_TIMEOUT"  # seconds to wait for the app's JSON
+DEFAULT_STREAM_FRAMES = 21  # latent frames of a streamed clip (turbo_vaed.bench.stream; a 5-second Wan clip)
 SIMULATOR_NOTE = ("iOS simulator: no Neural Engine; Core ML runs on the Mac's CPU/GPU, so these figures do not "
                   "represent an iPhone")
 OFF_MACOS = ("--device iphone16pro needs macOS with Xcode 16+ (xcodebuild, xcrun devicectl/simctl); here use "
@@ -93,6 +98,8 @@ class AppRun:
     iters: int = 5
     latents: str | None = None  # file name of the latents copied next to the model
     device_kind: str = "iphone16pro"
+    stream_frames: int | None = None  # streaming artifacts: latent frames of the clip (None: whole-chunk run)
+    trim: bool | None = None  # streaming: the clip's full decode trims its first frames (the `trim` flag)
 
     @property
     def manifest(self) -> str:
@@ -123,7 +130,8 @@ class AppRun:
         return app_arguments(self.remote(self.model), self.output, compute_units=self.compute_units,
                              warmup=self.warmup, iters=self.iters,
                              latents=self.remote(self.latents) if self.latents else None,
-                             device_kind=self.device_kind, exit_when_done=True)
+                             device_kind=self.device_kind, exit_when_done=True, stream_frames=self.stream_frames,
+                             trim=self.trim)
 
     def uploads(self, artifact: Path, latents: Path | None = None) -> list[tuple[Path, str, bool]]:
         """(local path, container path, replace a directory there) for everything the app reads."""
@@ -136,15 +144,25 @@ class AppRun:
 
 def app_arguments(model: str, output: str, *, compute_units: Sequence[str] = ("all",), warmup: int = 1,
                   iters: int = 5, latents: str | None = None, device_kind: str | None = None,
-                  exit_when_done: bool = False) -> list[str]:
-    """Launch arguments for the app and the macOS command line (same parser)."""
+                  exit_when_done: bool = False, stream_frames: int | None = None,
+                  trim: bool | None = None) -> list[str]:
+    """Launch arguments for the app and the macOS command line (same parser).
+
+    ``stream_frames``/``trim``: stream a clip of that many latent frames through a streaming artifact.
+    """
     for cu in compute_units:
         if cu not in COMPUTE_UNITS:
             raise UserError(f"unknown compute units '{cu}': choose from {', '.join(COMPUTE_UNITS)}")
+    if stream_frames is not None and stream_frames < 1:
+        raise UserError(f"--stream-frames must be >= 1, got {stream_frames}")
     args = ["-model", model, "-computeUnits", ",".join(compute_units), "-warmup", str(warmup),
             "-iters", str(iters), "-output", output]
     if latents:
         args += ["-latents", latents]
+    if stream_frames is not None:
+        args += ["-streamFrames", str(stream_frames)]
+    if trim is not None:
+        args += ["-trim", "YES" if trim else "NO"]
     if device_kind:
         args += ["-deviceKind", device_kind]
     if exit_when_done:
@@ -404,6 +422,68 @@ def prepare_latents(path: Path, manifest: dict, out_dir: Path, run_id: str) -> P
     return dest
 
 
+def prepare_clip_latents(path: Path, manifest: dict, out_dir: Path, run_id: str,
+                         frames: int | None = None) -> tuple[Path, int]:
+    """A clip to stream, [T, C, h, w] of any T, as float32 .npy; returns (file, T).
+
+    turbovaed latents (.safetensors / .pt, (1, C, T, h, w)) and .npy ([T, C, h, w] or (1, C, T, h, w)) give T
+    themselves; raw float16/float32 .bin needs ``frames`` (``--stream-frames``) to be read.
+    """
+    import numpy as np
+
+    _, c, h, w = (int(x) for x in manifest["inputs"][0]["shape"])
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"latents file not found: {path}")
+    if path.suffix == ".bin":
+        t = int(frames or DEFAULT_STREAM_FRAMES)
+        n, size = t * c * h * w, path.stat().st_size
+        if size not in (2 * n, 4 * n):
+            raise UserError(f"{path} has {size} bytes; raw latents for a clip of {t} latent frames "
+                            f"[{t}, {c}, {h}, {w}] need {4 * n} (float32) or {2 * n} (float16): pass --stream-frames T")
+        arr = np.fromfile(path, dtype="<f4" if size == 4 * n else "<f2").reshape(t, c, h, w)
+    elif path.suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise UserError(f"cannot read {path} as .npy: {e}") from None
+    else:
+        from turbo_vaed.latents_io import load_latents
+
+        z, _ = load_latents(path)
+        arr = z.numpy()
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim == 5 and arr.shape[0] == 1 and list(arr.shape[1:2]) + list(arr.shape[3:]) == [c, h, w]:
+        arr = arr[0].transpose(1, 0, 2, 3)  # (B, C, T, h, w) -> [T, C, h, w]
+    if arr.ndim != 4 or list(arr.shape[1:]) != [c, h, w] or arr.shape[0] < 1:
+        raise UserError(f"latents {path.name} have shape {list(arr.shape)}; a clip for this artifact is "
+                        f"[T, {c}, {h}, {w}] (or (1, {c}, T, {h}, {w})): use latents of that size or export for it")
+    dest = out_dir / f"latents-{run_id}.npy"
+    np.save(dest, np.ascontiguousarray(arr.astype("<f4")))
+    return dest, int(arr.shape[0])
+
+
+def stream_request(opts: BenchOptions, manifest: dict, artifact: Path) -> int | None:
+    """Latent frames of the clip to stream through a streaming artifact, or None for a whole-chunk run."""
+    if manifest.get("stream"):
+        frames = int(opts.extra.get("stream_frames") or DEFAULT_STREAM_FRAMES)
+        if frames < 1:
+            raise UserError(f"--stream-frames must be >= 1, got {frames}")
+        return frames
+    if opts.extra.get("stream"):
+        raise UserError(f"{artifact.name} is a whole-chunk artifact: export it with `turbovaed export --target coreml "
+                        f"--stream` to benchmark streaming")
+    return None
+
+
+def stream_trims(manifest: dict, clip_latent_frames: int) -> bool:
+    """The ``trim`` flag of a streamed clip: its family's full decode drops the first frames (wan/hunyuan/ltx
+    always, cogvideox for an odd number of latent frames)."""
+    from turbo_vaed.families import get_family
+
+    return get_family(manifest["family"]).trims(clip_latent_frames)
+
+
 # ----------------------------------------------------------------------------------- results
 
 
@@ -452,6 +532,17 @@ def _check_against_manifest(result: dict, manifest: dict, source: str) -> None:
     t, c, h, w = (int(x) for x in manifest["inputs"][0]["shape"])
     expected = {"family": manifest["family"], "width": int(manifest["width"]), "height": int(manifest["height"]),
                 "output_frames": int(manifest["outputs"][0]["shape"][0]), "latent_shape": [1, c, t, h, w]}
+    stream = result.get("stream")
+    if stream or manifest.get("stream"):
+        if not (stream and manifest.get("stream")):
+            raise UserError(f"{source}: {result['label']} is {'a streamed' if stream else 'a whole-chunk'} result "
+                            f"for a {'streaming' if manifest.get('stream') else 'whole-chunk'} artifact: the app ran a "
+                            "different artifact; run again")
+        if int(stream["chunk_latent_frames"]) != t:
+            raise UserError(f"{source}: {result['label']} streamed chunks of {stream['chunk_latent_frames']} latent "
+                            f"frames, the artifact's manifest says {t}: run again")
+        # a streamed clip: the whole clip's latents and frames (as turbovaed bench --stream on the host)
+        expected.update(output_frames=int(stream["frames"]), latent_shape=[1, c, int(stream["latent_frames"]), h, w])
     for key, want in expected.items():
         if m[key] != want:
             raise UserError(f"{source}: {result['label']} has model.{key} {m[key]}, but the artifact's manifest "
@@ -469,6 +560,12 @@ def check_matches_run(doc: dict, run: AppRun, source: str) -> None:
     if units != list(run.compute_units):
         raise UserError(f"{source}: results are for compute units {units}, asked for {list(run.compute_units)}")
     for r in doc["results"]:
+        if run.stream_frames is not None:  # one clip after loading: warm-up/iterations do not apply
+            got = (r.get("stream") or {}).get("latent_frames")
+            if got != run.stream_frames:
+                raise UserError(f"{source}: {r['label']} streamed {got} latent frames, asked for a clip of "
+                                f"{run.stream_frames}")
+            continue
         s = r["settings"]
         if (s["warmup"], s["iterations"]) != (run.warmup, run.iters):
             raise UserError(f"{source}: {r['label']} ran warmup {s['warmup']} / iterations {s['iterations']}, "
@@ -608,12 +705,14 @@ def bench_iphone(opts: BenchOptions) -> dict:
     app = build_app(project, simulator=opts.simulator, derived_data=work_root / "DerivedData",
                     team=os.environ.get(ENV_TEAM))
     run_id = uuid.uuid4().hex[:10]
+    stream_frames = stream_request(opts, manifest, artifact)
     with tempfile.TemporaryDirectory(prefix="turbovaed-ios-") as tmp:
         work = Path(tmp)
-        latents = prepare_latents(opts.latents, manifest, work, run_id) if opts.latents else None
+        latents, stream_frames = _latents_for_run(opts, manifest, work, run_id, stream_frames)
         run = AppRun(run_id=run_id, model=artifact.name, compute_units=tuple(opts.compute_units),
                      warmup=opts.warmup, iters=opts.iters, latents=latents.name if latents else None,
-                     device_kind="ios-simulator" if opts.simulator else "iphone16pro")
+                     device_kind="ios-simulator" if opts.simulator else "iphone16pro", stream_frames=stream_frames,
+                     trim=stream_trims(manifest, stream_frames) if stream_frames else None)
         if opts.simulator:
             path, where = run_on_simulator(app, artifact, latents, run, timeout)
         else:
@@ -629,6 +728,16 @@ def bench_iphone(opts: BenchOptions) -> dict:
     return doc
 
 
+def _latents_for_run(opts: BenchOptions, manifest: dict, work: Path, run_id: str,
+                     stream_frames: int | None) -> tuple[Path | None, int | None]:
+    """The latents file to copy (or None: the app's seeded random latents) and the clip length of a stream."""
+    if not opts.latents:
+        return None, stream_frames
+    if stream_frames is None:
+        return prepare_latents(opts.latents, manifest, work, run_id), None
+    return prepare_clip_latents(opts.latents, manifest, work, run_id, stream_frames)
+
+
 def bench_mac_swift(opts: BenchOptions) -> dict:
     """The ios_bench library on this Mac (`swift run turbovaed-ios-bench`): the same JSON path as the iPhone."""
     if not _host_is_macos():
@@ -638,14 +747,16 @@ def bench_mac_swift(opts: BenchOptions) -> dict:
     work_root.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:10]
     output = (work_root / f"{artifact.stem}-mac-{run_id}.json").resolve()
+    stream_frames = stream_request(opts, manifest, artifact)
     with tempfile.TemporaryDirectory(prefix="turbovaed-mac-") as tmp:
-        latents = prepare_latents(opts.latents, manifest, Path(tmp), run_id) if opts.latents else None
+        latents, stream_frames = _latents_for_run(opts, manifest, Path(tmp), run_id, stream_frames)
+        trim = stream_trims(manifest, stream_frames) if stream_frames else None
         args = app_arguments(str(artifact.resolve()), str(output), compute_units=opts.compute_units,
                              warmup=opts.warmup, iters=opts.iters, latents=str(latents) if latents else None,
-                             device_kind="mac")
+                             device_kind="mac", stream_frames=stream_frames, trim=trim)
         _check(_run(swift_bench_command(IOS_BENCH_DIR, args), timeout=_timeout()), "swift run turbovaed-ios-bench")
     run = AppRun(run_id=run_id, model=artifact.name, compute_units=tuple(opts.compute_units), warmup=opts.warmup,
-                 iters=opts.iters)
+                 iters=opts.iters, stream_frames=stream_frames)
     doc = parse_app_results(output, manifest=manifest, simulator=False)
     check_matches_run(doc, run, str(output))
     return doc

@@ -10,7 +10,7 @@ import typer
 
 from turbo_vaed.bench.options import COMPUTE_UNITS, DEVICES, RUNTIMES, BenchOptions
 from turbo_vaed.cli.app import app, console
-from turbo_vaed.cli.options import CheckpointOpt, FamilyOpt, ResOpt, TeacherOpt, ThreadsOpt
+from turbo_vaed.cli.options import CheckpointOpt, FamilyOpt, ResLongOpt, TeacherOpt, ThreadsOpt
 from turbo_vaed.errors import UserError
 
 # device -> (module, function); each function takes BenchOptions and returns a validated results doc
@@ -39,7 +39,7 @@ def bench(
     device: str = typer.Option("host", "--device", "-d", help=f"One of {', '.join(DEVICES)}."),
     runtime: list[str] = typer.Option([], "--runtime", "-r", help=f"Repeatable; one of {', '.join(RUNTIMES)}."),
     family: FamilyOpt = None,
-    res: ResOpt = "256p",
+    res: ResLongOpt = "256p",
     latent_frames: int = typer.Option(3, "--latent-frames", min=1, max=64),
     warmup: int = typer.Option(1, "--warmup", min=0),
     iters: int = typer.Option(5, "--iters", min=1),
@@ -50,10 +50,13 @@ def bench(
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write results (turbovaed.bench/1)."),
     out_dir: Path = typer.Option(Path("out/bench"), "--out", help="Where exported artifacts/results go."),
     suite: bool = typer.Option(False, "--suite", help="Standard table: every family x runtime; writes BENCHMARKS.md."),
-    stream: bool = typer.Option(False, "--stream", help="Host: decode a whole clip chunk by chunk (--latent-frames "
-                                "per chunk): first-frame latency, steady latency per chunk, sustained FPS, memory."),
+    stream: bool = typer.Option(False, "--stream", help="Decode a whole clip chunk by chunk (host: exports the "
+                                "streaming step, --latent-frames per chunk; iphone16pro/android: pass an `export "
+                                "--stream` artifact): first-frame latency, steady latency per chunk, sustained FPS, "
+                                "memory."),
     stream_frames: int = typer.Option(21, "--stream-frames", min=1, max=4096,
-                                      help="--stream: latent frames of the clip (21: a 5-second Wan clip)."),
+                                      help="--stream: latent frames of the clip (21: a 5-second Wan clip; phones: "
+                                      "a --latents file sets the clip instead)."),
     simulator: bool = typer.Option(False, "--simulator", help="iphone16pro: run on the iOS simulator."),
     compute_units: list[str] = typer.Option([], "--compute-units", help=f"Core ML: {', '.join(COMPUTE_UNITS)}."),
     serial: Optional[str] = typer.Option(
@@ -114,13 +117,16 @@ def bench(
             run_suite(opts)
             return
         if stream:
-            if device != "host":
-                raise UserError("--stream is measured on --device host here; the iOS/Android harnesses stream "
-                                "a --stream artifact themselves")
-            from turbo_vaed.bench.stream import bench_stream
+            opts.extra.update(stream=True, stream_frames=stream_frames)
+            if device == "host":
+                from turbo_vaed.bench.stream import bench_stream
 
-            opts.extra["stream_frames"] = stream_frames
-            doc = bench_stream(opts)
+                doc = bench_stream(opts)
+            elif device in ("iphone16pro", "android"):
+                doc = _driver(device)(opts)  # the app streams the clip (ios.py / android.py read opts.extra)
+            else:
+                raise UserError("--stream runs on --device host, iphone16pro or android; --device mac times "
+                                "whole chunks with coremltools")
         else:
             doc = _driver(device)(opts)
     except BenchError as e:  # a measurement process died (e.g. out of memory): one line, exit 2
@@ -131,4 +137,4 @@ def bench(
     print_results(doc, title=f"turbovaed bench --device {device}", console=console)
     if json_path:
         write_json(json_path, doc)
-        console.print(f"wrote {json_path}")
+        console.print(f"wrote {json_path}", soft_wrap=True)

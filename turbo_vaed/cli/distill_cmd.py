@@ -223,7 +223,7 @@ def eval_cmd(
                                "fvd_stride": fvd_stride if rfvd is not None else None,
                                "checkpoint": str(checkpoint) if checkpoint else "built-in", "clips": rows,
                                "mean": mean, "skipped": list(skipped)})
-        console.print(f"wrote {json_path}")
+        console.print(f"wrote {json_path}", soft_wrap=True)
 
 
 @app.command("i3d-convert")

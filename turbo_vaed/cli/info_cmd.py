@@ -167,4 +167,4 @@ def info(
         console.print(f"no decoder for family {names[0]} here", highlight=False)
     if json_path:
         write_json(json_path, {"schema": "turbovaed.info/1", "families": rows, "released": released})
-        console.print(f"wrote {json_path}")
+        console.print(f"wrote {json_path}", soft_wrap=True)

@@ -23,6 +23,7 @@ TeacherOpt = Annotated[str, typer.Option("--teacher", help=TEACHER_HELP)]
 CheckpointOpt = Annotated[Optional[str], typer.Option("--checkpoint", help=CHECKPOINT_HELP)]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads (default 2).")]
 ResOpt = Annotated[str, typer.Option("--res", "-r", help=RES_HELP)]
+ResLongOpt = Annotated[str, typer.Option("--res", help=RES_HELP)]  # where -r already means --runtime (bench)
 
 DEFAULT_THREADS = 2
 

@@ -173,6 +173,11 @@ class OrtRunner(Runner):
             so.intra_op_num_threads = int(self.threads)
             so.inter_op_num_threads = 1
         so.log_severity_level = 3
+        if self.manifest.get("stream"):
+            # a phone app's budget, not the fastest arena: without these ORT's CPU arena keeps growing
+            # (several times the live activations at 480p-720p); the streamed step's peak stays its working set
+            so.enable_cpu_mem_arena = False
+            so.enable_mem_pattern = False
         self.session = ort.InferenceSession(str(self.artifact), so, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 

@@ -4,6 +4,7 @@ import Foundation
 /// `-model turbovaed/wan-256p.mlpackage -computeUnits all,cpuAndNeuralEngine -warmup 2 -iters 10
 ///  -latents turbovaed/z.npy -output turbovaed/results.json -exitWhenDone YES`.
 /// Relative paths are under the app's Documents folder. Unknown arguments (Xcode adds some) are ignored.
+/// A streaming artifact (`turbovaed export --stream`) is streamed over a clip: `-streamFrames 21 -trim YES`.
 public struct BenchArguments: Equatable, Sendable {
     public var model: String
     public var computeUnits: [ComputeUnitsOption] = [.all]
@@ -16,6 +17,11 @@ public struct BenchArguments: Equatable, Sendable {
     public var computePlan: Bool = true
     public var keepSamples: Bool = true
     public var exitWhenDone: Bool = false
+    /// Latent frames of the clip a streaming artifact decodes chunk by chunk (nil: the latents file's, else 21).
+    public var streamFrames: Int? = nil
+    /// Streaming: the clip's full decode trims its first frames (the `trim` flag; wan/hunyuan/ltx always,
+    /// cogvideox for an odd number of latent frames).
+    public var trim: Bool = true
 
     public init(model: String) {
         self.model = model
@@ -27,7 +33,7 @@ public struct BenchArguments: Equatable, Sendable {
     /// Argument names that take a value (written `-name value` or `--name value`).
     public static let names: Set<String> = [
         "model", "computeUnits", "warmup", "iters", "iterations", "latents", "seed", "output", "deviceKind",
-        "computePlan", "samples", "exitWhenDone",
+        "computePlan", "samples", "exitWhenDone", "streamFrames", "stream-frames", "trim",
     ]
 
     public static let usage = """
@@ -41,6 +47,10 @@ public struct BenchArguments: Equatable, Sendable {
         -computePlan YES|NO    MLComputePlan summary (default YES)
         -samples YES|NO        write every latency sample (default YES)
         -exitWhenDone YES|NO   quit after writing the JSON (default NO)
+        -streamFrames N        streaming artifacts (export --stream): latent frames of the clip to stream
+                               (default: the latents file's, else 21); an error for a whole-chunk artifact
+        -trim YES|NO           streaming: the clip's full decode trims its first frames (default YES;
+                               cogvideox: YES for an odd number of latent frames only)
         """
 
     /// Parse launch arguments (without the executable path). Nil when there is no `-model`: the app then
@@ -97,6 +107,12 @@ public struct BenchArguments: Equatable, Sendable {
         if let text = values["exitWhenDone"] {
             parsed.exitWhenDone = try boolean(text, name: "-exitWhenDone")
         }
+        if let text = values["streamFrames"] ?? values["stream-frames"] {
+            parsed.streamFrames = try integer(text, name: "-streamFrames", minimum: 1)
+        }
+        if let text = values["trim"] {
+            parsed.trim = try boolean(text, name: "-trim")
+        }
         return parsed
     }
 
@@ -124,7 +140,8 @@ public struct BenchArguments: Equatable, Sendable {
         }
         let configuration = BenchConfiguration(
             modelURL: modelURL, computeUnits: computeUnits, warmup: warmup, iterations: iterations,
-            latents: source, deviceKind: deviceKind, computePlan: computePlan, keepSamples: keepSamples
+            latents: source, deviceKind: deviceKind, computePlan: computePlan, keepSamples: keepSamples,
+            streamFrames: streamFrames, trim: trim
         )
         try configuration.validate()
         return configuration

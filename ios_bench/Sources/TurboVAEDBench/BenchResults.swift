@@ -82,6 +82,8 @@ public struct BenchResult: Codable, Equatable, Sendable {
     /// Core ML MLComputePlan: operation type -> preferred device ("neural_engine", "gpu", "cpu") -> count.
     public var computePlan: [String: [String: Int]]?
     public var notes: String?
+    /// A streamed decode of a whole clip (streaming artifacts only; nil for whole-chunk ones).
+    public var stream: StreamSummary?
 
     enum CodingKeys: String, CodingKey {
         case label = "label"
@@ -96,12 +98,13 @@ public struct BenchResult: Codable, Equatable, Sendable {
         case thermal = "thermal"
         case computePlan = "compute_plan"
         case notes = "notes"
+        case stream = "stream"
     }
 
     public init(label: String, device: BenchDevice, runtime: BenchRuntime, model: BenchModel,
                 settings: BenchSettings, coldStart: ColdStart, latencyMs: LatencySummary, fps: Double,
                 peakMemoryBytes: Int? = nil, thermal: ThermalReading? = nil,
-                computePlan: [String: [String: Int]]? = nil, notes: String? = nil) {
+                computePlan: [String: [String: Int]]? = nil, notes: String? = nil, stream: StreamSummary? = nil) {
         self.label = label
         self.device = device
         self.runtime = runtime
@@ -114,6 +117,7 @@ public struct BenchResult: Codable, Equatable, Sendable {
         self.thermal = thermal
         self.computePlan = computePlan
         self.notes = notes
+        self.stream = stream
     }
 }
 
@@ -302,5 +306,71 @@ public struct ThermalReading: Codable, Equatable, Sendable {
     public init(before: String?, after: String?) {
         self.before = before
         self.after = after
+    }
+}
+
+/// A streamed decode (`turbovaed bench --stream`): a whole clip chunk by chunk, the state carried between
+/// predictions. The same fields as the host's turbo_vaed/bench/stream.py writes.
+public struct StreamSummary: Codable, Equatable, Sendable {
+    /// k: latent frames per prediction.
+    public var chunkLatentFrames: Int
+    /// T: latent frames of the clip.
+    public var latentFrames: Int
+    /// Frames the clip streamed into (after the first-chunk skip and the short last chunk).
+    public var frames: Int
+    /// First-frame latency: the first chunk's prediction (right after loading).
+    public var firstChunkMs: Double
+    /// Every later chunk's prediction (the first one's when the clip is a single chunk).
+    public var steadyChunkMs: ChunkLatencySummary
+    /// `frames` / wall time of the whole clip (inputs, predictions, state hand-over).
+    public var sustainedFps: Double
+
+    enum CodingKeys: String, CodingKey {
+        case chunkLatentFrames = "chunk_latent_frames"
+        case latentFrames = "latent_frames"
+        case frames = "frames"
+        case firstChunkMs = "first_chunk_ms"
+        case steadyChunkMs = "steady_chunk_ms"
+        case sustainedFps = "sustained_fps"
+    }
+
+    public init(chunkLatentFrames: Int, latentFrames: Int, frames: Int, firstChunkMs: Double,
+                steadyChunkMs: ChunkLatencySummary, sustainedFps: Double) {
+        self.chunkLatentFrames = chunkLatentFrames
+        self.latentFrames = latentFrames
+        self.frames = frames
+        self.firstChunkMs = firstChunkMs
+        self.steadyChunkMs = steadyChunkMs
+        self.sustainedFps = sustainedFps
+    }
+}
+
+/// Steady-state latency per chunk, in milliseconds (no samples: `latency_ms` holds them).
+public struct ChunkLatencySummary: Codable, Equatable, Sendable {
+    public var min: Double
+    public var p50: Double
+    public var p90: Double
+    public var max: Double
+    public var mean: Double
+
+    enum CodingKeys: String, CodingKey {
+        case min = "min"
+        case p50 = "p50"
+        case p90 = "p90"
+        case max = "max"
+        case mean = "mean"
+    }
+
+    public init(min: Double, p50: Double, p90: Double, max: Double, mean: Double) {
+        self.min = min
+        self.p50 = p50
+        self.p90 = p90
+        self.max = max
+        self.mean = mean
+    }
+
+    /// The summary part of a `LatencySummary`.
+    public init(_ latency: LatencySummary) {
+        self.init(min: latency.min, p50: latency.p50, p90: latency.p90, max: latency.max, mean: latency.mean)
     }
 }

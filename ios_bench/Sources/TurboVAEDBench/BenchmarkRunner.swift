@@ -18,10 +18,15 @@ public struct BenchConfiguration: Equatable, Sendable {
     public var computePlan: Bool
     /// Write every latency sample, not only the summary.
     public var keepSamples: Bool
+    /// Streaming artifacts: latent frames of the clip (nil: the latents file's, else 21). Set for a whole-chunk
+    /// artifact, it is an error (export with --stream).
+    public var streamFrames: Int?
+    /// Streaming artifacts: the clip's full decode trims (the `trim` input on the first chunk).
+    public var trim: Bool
 
     public init(modelURL: URL, computeUnits: [ComputeUnitsOption] = [.all], warmup: Int = 2, iterations: Int = 10,
                 latents: LatentsSource = .random(seed: 0), deviceKind: String? = nil, computePlan: Bool = true,
-                keepSamples: Bool = true) {
+                keepSamples: Bool = true, streamFrames: Int? = nil, trim: Bool = true) {
         self.modelURL = modelURL
         self.computeUnits = computeUnits
         self.warmup = warmup
@@ -30,10 +35,15 @@ public struct BenchConfiguration: Equatable, Sendable {
         self.deviceKind = deviceKind
         self.computePlan = computePlan
         self.keepSamples = keepSamples
+        self.streamFrames = streamFrames
+        self.trim = trim
     }
 
     public func validate() throws {
         guard iterations >= 1 else { throw BenchError("iterations must be >= 1 (got \(iterations))") }
+        if let streamFrames, streamFrames < 1 {
+            throw BenchError("streamFrames must be >= 1 (got \(streamFrames))")
+        }
         guard warmup >= 0 else { throw BenchError("warmup must be >= 0 (got \(warmup))") }
         guard !computeUnits.isEmpty else { throw BenchError("no compute units to run") }
         if let deviceKind, !BenchArguments.deviceKinds.contains(deviceKind) {
@@ -49,6 +59,7 @@ public enum BenchPhase: String, Equatable, Sendable {
     case firstRun
     case warmup
     case measuring
+    case streaming
     case computePlan
     case done
 }
@@ -67,10 +78,14 @@ public struct BenchProgress: Equatable, Sendable {
     public var fps: Double?
     public var peakMemoryBytes: UInt64?
     public var thermal: String
+    /// Streaming: frames decoded so far in the clip.
+    public var streamedFrames: Int? = nil
 }
 
 /// Runs the benchmark: for each compute-units setting, load (compile) -> first prediction -> warm-up ->
 /// counted predictions, timed with ContinuousClock; memory sampled throughout; thermal state before/after.
+/// A streaming artifact (manifest `stream` section) instead streams one clip chunk by chunk right after loading
+/// (`measureStream`): first-chunk latency, steady latency per chunk, sustained FPS, peak memory.
 public struct BenchmarkRunner: Sendable {
     public typealias ProgressHandler = @Sendable (BenchProgress) -> Void
 
@@ -89,9 +104,17 @@ public struct BenchmarkRunner: Sendable {
         try configuration.validate()
         let manifest = try ArtifactManifest.load(forModel: configuration.modelURL)
         var results: [BenchResult] = []
+        if manifest.stream == nil, configuration.streamFrames != nil {
+            throw BenchError("\(configuration.modelURL.lastPathComponent) is a whole-chunk artifact: export it with "
+                + "`turbovaed export --stream` to stream a clip, or drop -streamFrames")
+        }
         for units in configuration.computeUnits {
             try Task.checkCancellation()
-            results.append(try await measure(units: units, manifest: manifest, progress: progress))
+            if manifest.stream != nil {
+                results.append(try await measureStream(units: units, manifest: manifest, progress: progress))
+            } else {
+                results.append(try await measure(units: units, manifest: manifest, progress: progress))
+            }
         }
         return BenchDocument(created: Self.timestamp(), results: results)
     }
@@ -202,16 +225,155 @@ public struct BenchmarkRunner: Sendable {
         return result
     }
 
+    /// One streamed clip (streaming artifacts): load -> every chunk of the clip, each prediction's state outputs
+    /// fed back as the next one's inputs. The first chunk is the first prediction after loading (first-frame
+    /// latency, as `turbovaed bench --stream` on the host); `latency_ms` holds the later chunks.
+    public func measureStream(units: ComputeUnitsOption, manifest: ArtifactManifest,
+                              progress: ProgressHandler? = nil) async throws -> BenchResult {
+        guard let spec = manifest.stream else {
+            throw BenchError("\(configuration.modelURL.lastPathComponent) is a whole-chunk artifact")
+        }
+        let thermalBefore = DeviceProbe.thermalState()
+        var report = BenchProgress(computeUnits: units, phase: .loading, thermal: thermalBefore)
+        func emit(_ update: (inout BenchProgress) -> Void) {
+            update(&report)
+            progress?(report)
+        }
+        let clipFrames = try Latents.clipLatentFrames(configuration.latents, requested: configuration.streamFrames)
+        let plan = try StreamPlan(spec: spec, clipLatentFrames: clipFrames, trim: configuration.trim)
+        let chunkShape = manifest.inputShape
+        let clip = try Latents.makeClip(configuration.latents, latentFrames: clipFrames,
+                                        frameShape: Array(chunkShape.dropFirst()))
+        let sampler = MemorySampler()
+        sampler.start()
+        defer { sampler.stop() }
+        emit { $0.phase = .loading }
+
+        let loaded = try await ModelLoader.load(configuration.modelURL, computeUnits: units, clock: clock)
+        defer { ModelLoader.cleanUp(loaded) }
+        emit { $0.phase = .streaming; $0.loadMs = loaded.loadMs }
+
+        let io = try StreamIO(model: loaded.model, manifest: manifest)
+        let feeder = try StreamFeeder(io: io, plan: plan, clip: clip, chunkShape: chunkShape)
+        let model = loaded.model
+        let chunks = plan.chunks
+        let expectedFrames = [spec.framesPerChunk, 3, manifest.height, manifest.width]
+        var times: [Double] = []
+        times.reserveCapacity(chunks.count)
+        var frames = 0
+        var nonFinite = 0
+        let clipStart = clock.now
+        for chunk in chunks {
+            try Task.checkCancellation()
+            let features = try feeder.features(for: chunk)
+            let elapsedMs: Double = try autoreleasepool { () throws -> Double in
+                let start = clock.now
+                let output = try model.prediction(from: features)
+                let framesOut = try feeder.carry(output)
+                let ms = LatencyStats.milliseconds(start.duration(to: clock.now))
+                if chunk.index == 0 {
+                    let shape = framesOut.shape.map(\.intValue)
+                    guard Latents.squeezeLeadingOnes(shape) == Latents.squeezeLeadingOnes(expectedFrames) else {
+                        throw BenchError("frames output shape \(shape) differs from the manifest's \(expectedFrames)")
+                    }
+                    nonFinite = ModelIO.nonFiniteSamples(framesOut)
+                }
+                return ms
+            }
+            times.append(elapsedMs)
+            frames += chunk.keptFrames
+            sampler.sample()
+            let steadySoFar = times.count > 1 ? Array(times.dropFirst()) : times
+            let p50 = LatencyStats.percentile(steadySoFar.sorted(), 50)
+            let seconds = LatencyStats.milliseconds(clipStart.duration(to: clock.now)) / 1000
+            let thermalNow = DeviceProbe.thermalState()
+            emit {
+                $0.phase = .streaming
+                $0.iteration = chunk.index + 1
+                $0.total = chunks.count
+                $0.firstRunMs = times[0]
+                $0.lastMs = elapsedMs
+                $0.p50Ms = p50
+                $0.fps = seconds > 0 ? Double(frames) / seconds : nil
+                $0.peakMemoryBytes = sampler.peakBytes
+                $0.thermal = thermalNow
+                $0.streamedFrames = frames
+            }
+        }
+        let clipMs = LatencyStats.milliseconds(clipStart.duration(to: clock.now))
+        let peak = sampler.stop()
+        let thermalAfter = DeviceProbe.thermalState()
+
+        var opPlan: [String: [String: Int]]? = nil
+        if configuration.computePlan {
+            emit { $0.phase = .computePlan }
+            opPlan = await ComputePlanSummary.summarize(compiledURL: loaded.compiledURL, computeUnits: units)
+        }
+
+        let steady = times.count > 1 ? Array(times.dropFirst()) : times
+        let latency = try LatencyStats.summary(steady, keepSamples: configuration.keepSamples)
+        let device = DeviceProbe.describe(kind: configuration.deviceKind)
+        let dtype = io.latentsType == .float32 ? "float32" : "float16"
+        let notes = Self.streamNotes(plan: plan, chunks: chunks.count) + "; "
+            + Self.notes(loaded: loaded, latentsSummary: configuration.latents.summary,
+                         inputSummary: "\(dtype) chunk input \(chunkShape)", device: device, nonFinite: nonFinite,
+                         plan: opPlan, wantedPlan: configuration.computePlan)
+        let summary = StreamSummary(
+            chunkLatentFrames: spec.chunkLatentFrames, latentFrames: clipFrames, frames: frames,
+            firstChunkMs: times[0], steadyChunkMs: ChunkLatencySummary(latency),
+            sustainedFps: clipMs > 0 ? Double(frames) / (clipMs / 1000) : 0
+        )
+        let result = BenchResult(
+            label: "student/coreml-\(units.rawValue)-stream",
+            device: device,
+            runtime: BenchRuntime(version: DeviceProbe.coreMLVersion(), computeUnits: units.rawValue,
+                                  precision: Self.schemaPrecision(manifest.precision)),
+            model: BenchModel(
+                family: manifest.family, artifact: configuration.modelURL.lastPathComponent,
+                artifactSha256: manifest.validSha256,
+                artifactBytes: ModelLoader.byteCount(of: configuration.modelURL) ?? manifest.sizeBytes,
+                preset: manifest.preset, width: manifest.width, height: manifest.height,
+                latentShape: [1, chunkShape[1], clipFrames, chunkShape[2], chunkShape[3]], outputFrames: frames
+            ),
+            settings: BenchSettings(warmup: 0, iterations: steady.count),
+            coldStart: ColdStart(loadMs: loaded.loadMs, firstRunMs: times[0]),
+            latencyMs: latency,
+            fps: LatencyStats.fps(outputFrames: spec.framesPerChunk, p50Ms: latency.p50),
+            peakMemoryBytes: peak.map { Int(clamping: $0) },
+            thermal: ThermalReading(before: thermalBefore, after: thermalAfter),
+            computePlan: opPlan,
+            notes: notes,
+            stream: summary
+        )
+        emit { $0.phase = .done }
+        return result
+    }
+
+    /// What a streamed run did, for the notes.
+    static func streamNotes(plan: StreamPlan, chunks: Int) -> String {
+        let spec = plan.spec
+        let trim = plan.trim ? "trim = 1 (first \(spec.firstChunkSkip) frames of the first chunk dropped)" : "trim = 0"
+        return "streamed \(plan.clipLatentFrames) latent frames in \(chunks) chunks of \(spec.chunkLatentFrames) "
+            + "(\(spec.framesPerChunk) frames each), \(trim), \(spec.states.count) state tensors fed back as inputs; "
+            + "first_run_ms is the first chunk, latency_ms the later chunks, fps at their p50"
+    }
+
     static func notes(loaded: LoadedModel, io: ModelIO, manifest: ArtifactManifest, device: BenchDevice,
                       nonFinite: Int, plan: [String: [String: Int]]?, wantedPlan: Bool,
                       latents: LatentsSource) -> String {
+        let dtype = io.inputDataType == .float32 ? "float32" : "float16"
+        return notes(loaded: loaded, latentsSummary: latents.summary, inputSummary: "\(dtype) input \(manifest.inputShape)",
+                     device: device, nonFinite: nonFinite, plan: plan, wantedPlan: wantedPlan)
+    }
+
+    static func notes(loaded: LoadedModel, latentsSummary: String, inputSummary: String, device: BenchDevice,
+                      nonFinite: Int, plan: [String: [String: Int]]?, wantedPlan: Bool) -> String {
         var notes: [String] = []
         if loaded.compileMs > 0 {
             notes.append(String(format: "load_ms includes on-device compilation of the .mlpackage (%.0f ms)",
                                 loaded.compileMs))
         }
-        let dtype = io.inputDataType == .float32 ? "float32" : "float16"
-        notes.append("\(latents.summary), \(dtype) input \(manifest.inputShape)")
+        notes.append("\(latentsSummary), \(inputSummary)")
         if DeviceProbe.isSimulator {
             notes.append(simulatorNote)
         } else if device.kind == "iphone16pro", !DeviceProbe.isIPhone16Pro(device.model) {

@@ -170,12 +170,17 @@ public struct ModelIO {
         guard Latents.squeezeLeadingOnes(shape) == Latents.squeezeLeadingOnes(manifest.outputShape) else {
             throw BenchError("output shape \(shape) differs from the manifest's \(manifest.outputShape)")
         }
-        let count = frames.count
+        return Self.nonFiniteSamples(frames)
+    }
+
+    /// How many of up to 256 evenly spaced values of `array` are not finite.
+    public static func nonFiniteSamples(_ array: MLMultiArray) -> Int {
+        let count = array.count
         guard count > 0 else { return 0 }
         let samples = Swift.min(256, count)
         var nonFinite = 0
         for i in 0..<samples {
-            let value = frames[i * (count / samples)].doubleValue
+            let value = array[i * (count / samples)].doubleValue
             if !value.isFinite {
                 nonFinite += 1
             }

@@ -21,9 +21,12 @@ do {
     let configuration = try parsed.configuration(documents: cwd, bundle: nil)
     let runner = BenchmarkRunner(configuration: configuration)
     let document = try await runner.run { update in
-        if update.phase == .measuring, let last = update.lastMs {
-            let line = String(format: "%@ %d/%d %.1f ms", update.computeUnits.rawValue, update.iteration,
+        if update.phase == .measuring || update.phase == .streaming, let last = update.lastMs {
+            var line = String(format: "%@ %d/%d %.1f ms", update.computeUnits.rawValue, update.iteration,
                               update.total, last)
+            if let frames = update.streamedFrames {
+                line += " (\(frames) frames streamed)"
+            }
             FileHandle.standardError.write(Data((line + "\n").utf8))
         }
     }
@@ -32,6 +35,11 @@ do {
     for result in document.results {
         print(String(format: "%@: load %.0f ms, first %.0f ms, p50 %.1f ms, %.2f FPS", result.label,
                      result.coldStart.loadMs, result.coldStart.firstRunMs, result.latencyMs.p50, result.fps))
+        if let stream = result.stream {
+            print(String(format: "  streamed %d latent frames -> %d frames: first chunk %.1f ms, steady p50 %.1f ms, "
+                         + "%.2f FPS sustained", stream.latentFrames, stream.frames, stream.firstChunkMs,
+                         stream.steadyChunkMs.p50, stream.sustainedFps))
+        }
     }
     print("wrote \(url.path)")
 } catch {

@@ -19,6 +19,12 @@ enum Fixtures {
     static var tinyManifest: URL { directory.appendingPathComponent("tiny.manifest.json") }
     /// What the app writes for one run with two compute-units settings (also validated by the Python tests).
     static var sampleResults: URL { directory.appendingPathComponent("sample-results.json") }
+    /// A streaming step stand-in: latents [2, 16, 2, 2], first, trim, state0 [1, 16, 2, 2] -> frames [8, 3, 16, 16],
+    /// state0_next; its manifest has the `stream` section of `turbovaed export --stream`.
+    static var tinyStreamModel: URL { directory.appendingPathComponent("tiny-stream.mlpackage") }
+    static var tinyStreamManifest: URL { directory.appendingPathComponent("tiny-stream.manifest.json") }
+    /// What the app writes for a streamed clip (one compute-units setting; also validated by the Python tests).
+    static var sampleStreamResults: URL { directory.appendingPathComponent("sample-stream-results.json") }
 
     /// A fresh temporary directory, removed by the caller.
     static func temporaryDirectory() throws -> URL {

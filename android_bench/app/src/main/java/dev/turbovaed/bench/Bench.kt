@@ -12,7 +12,10 @@ import java.time.Instant
 import java.time.temporal.ChronoUnit
 import java.util.Random
 
-/** Runs one benchmark: load (timed), first decode (timed), warm-up, counted decodes; returns the record. */
+/**
+ * Runs one benchmark: load (timed), first decode (timed), warm-up, counted decodes; returns the record.
+ * A streaming artifact (manifest `stream` section) instead streams one clip chunk by chunk ([measureStream]).
+ */
 class Bench(private val context: Context, private val config: BenchConfig) {
     fun measure(progress: (String) -> Unit): BenchRecord {
         val thermalBefore = DeviceInfo.thermalStatus(context)
@@ -20,6 +23,10 @@ class Bench(private val context: Context, private val config: BenchConfig) {
         val wanted = if (config.runtime == "executorch") "executorch" else "onnx"
         if (manifest.target != wanted) {
             throw BenchError("${config.manifest.name} is a ${manifest.target} export; --es runtime ${config.runtime} needs $wanted")
+        }
+        if (manifest.stream != null) return measureStream(manifest, thermalBefore, progress)
+        if (config.streamFrames > 0) {
+            throw BenchError("${config.model.name} is a whole-chunk artifact: export it with --stream to stream a clip, or drop --ei stream_frames")
         }
         val input = config.latents?.let { readLatents(it, manifest) } ?: randomLatents(manifest.inputNumel, seed = 0L)
         progress("hashing ${config.model.name}")
@@ -103,6 +110,125 @@ class Bench(private val context: Context, private val config: BenchConfig) {
         }
     }
 
+    /**
+     * One clip streamed right after loading: chunk i feeds latents [k, C, h, w] (a short last chunk padded with
+     * its last latent frame), first = 1 only for i == 0, trim = first when the clip's decode trims, and the
+     * states the previous call returned. The first chunk is the first-frame latency (cold_start.first_run_ms),
+     * the later ones the steady latency (latency_ms); warm-up/iterations do not apply (as on the host).
+     */
+    private fun measureStream(manifest: ModelManifest, thermalBefore: String?, progress: (String) -> Unit): BenchRecord {
+        val spec = manifest.stream ?: throw BenchError("${config.manifest.name} has no stream section")
+        val k = spec.chunkLatentFrames
+        val frameNumel = manifest.latentFrameNumel
+        val clip = config.latents?.let { readClipLatents(it, manifest) }
+            ?: randomLatents((config.streamFrames.takeIf { it > 0 } ?: StreamSpec.DEFAULT_CLIP_LATENT_FRAMES) * frameNumel, seed = 0L)
+        val clipFrames = clip.size / frameNumel
+        if (config.streamFrames > 0 && clipFrames != config.streamFrames) {
+            throw BenchError("latents ${config.latents?.name} hold $clipFrames latent frames, --ei stream_frames says ${config.streamFrames}")
+        }
+        progress("hashing ${config.model.name}")
+        val sha256 = sha256(config.model)
+
+        progress("loading ${config.model.name} (streaming step) with ${config.runtime}")
+        val t0 = SystemClock.elapsedRealtimeNanos()
+        val runner = Runners.loadStream(config, manifest)
+        val loadMs = msSince(t0)
+        return runner.use {
+            val chunk = FloatArray(k * frameNumel)
+            val chunks = (clipFrames + k - 1) / k
+            val times = ArrayList<Double>(chunks)
+            var frames = 0
+            var shape = LongArray(0)
+            val tClip = SystemClock.elapsedRealtimeNanos()
+            var start = 0
+            while (start < clipFrames) {
+                val index = start / k
+                val n = minOf(k, clipFrames - start)
+                System.arraycopy(clip, start * frameNumel, chunk, 0, n * frameNumel)
+                for (slot in n until k) {
+                    System.arraycopy(clip, (start + n - 1) * frameNumel, chunk, slot * frameNumel, frameNumel)
+                }
+                val first = if (index == 0) 1f else 0f
+                val trim = if (config.trim) first else 0f
+                val t = SystemClock.elapsedRealtimeNanos()
+                shape = runner.step(chunk, first, trim)
+                times.add(msSince(t))
+                if (index == 0 && (shape.size != 4 || shape[0] != spec.framesPerChunk.toLong() || shape[1] != 3L)) {
+                    throw BenchError("frames output has shape ${shape.toList()}, the manifest says [${spec.framesPerChunk}, 3, H, W]")
+                }
+                frames += spec.keptFrames(index, n, config.trim)
+                progress("chunk ${index + 1}/$chunks: ${"%.1f".format(times.last())} ms, $frames frames")
+                start += k
+            }
+            val wallS = (SystemClock.elapsedRealtimeNanos() - tClip) / 1e9
+            val steady = LatencySummary(if (times.size > 1) times.subList(1, times.size).toList() else times.toList())
+            val notes = buildList {
+                add(
+                    "streamed $clipFrames latent frames in $chunks chunks of $k (${spec.framesPerChunk} frames each), " +
+                        (if (config.trim) "trim = 1 (first ${spec.firstChunkSkip} frames of the first chunk dropped)" else "trim = 0") +
+                        ", ${spec.states.size} state tensors fed back as inputs; first_run_ms is the first chunk, " +
+                        "latency_ms the later chunks, fps at their p50",
+                )
+                add("peak_memory_bytes is the process peak RSS (VmHWM)")
+                if (config.latents == null) add("random N(0,1) latents, seed 0")
+                if (runner.runtimeName == "onnxruntime") add("ONNX Runtime without the CPU memory arena and memory patterns")
+                add("API ${Build.VERSION.SDK_INT}")
+            }.joinToString("; ")
+            BenchRecord(
+                label = "student/${runner.runtimeName}-stream",
+                device = deviceFacts(),
+                runtime = RuntimeFacts(
+                    name = runner.runtimeName,
+                    version = runner.runtimeVersion,
+                    delegate = runner.delegate,
+                    threads = config.threads.takeIf { it > 0 },
+                    precision = manifest.precision,
+                ),
+                model = ModelFacts(
+                    family = manifest.family,
+                    decoder = "student",
+                    artifact = config.model.name,
+                    artifactSha256 = sha256,
+                    artifactBytes = config.model.length(),
+                    preset = manifest.preset,
+                    width = shape[3].toInt(),
+                    height = shape[2].toInt(),
+                    latentShape = listOf(1L, manifest.inputShape[1], clipFrames.toLong(), manifest.inputShape[2], manifest.inputShape[3]),
+                    outputFrames = frames,
+                ),
+                warmup = 0,
+                iterations = steady.samples.size,
+                loadMs = loadMs,
+                firstRunMs = times[0],
+                latency = steady,
+                fps = LatencySummary.fps(spec.framesPerChunk, steady.p50),
+                peakMemoryBytes = DeviceInfo.peakMemoryBytes(),
+                thermalBefore = thermalBefore,
+                thermalAfter = DeviceInfo.thermalStatus(context),
+                notes = notes,
+                stream = StreamFacts(
+                    chunkLatentFrames = k,
+                    latentFrames = clipFrames,
+                    frames = frames,
+                    firstChunkMs = times[0],
+                    steady = steady,
+                    sustainedFps = if (wallS > 0) frames / wallS else 0.0,
+                ),
+            )
+        }
+    }
+
+    private fun deviceFacts() = DeviceFacts(
+        kind = DeviceInfo.kind(),
+        model = Build.MODEL,
+        os = "Android",
+        osVersion = Build.VERSION.RELEASE,
+        cpu = DeviceInfo.cpu(),
+        soc = DeviceInfo.soc(),
+        cpuCount = Runtime.getRuntime().availableProcessors(),
+        memoryBytes = DeviceInfo.totalMemoryBytes(context),
+    )
+
     companion object {
         fun msSince(startNanos: Long): Double = (SystemClock.elapsedRealtimeNanos() - startNanos) / 1e6
 
@@ -123,6 +249,28 @@ class Bench(private val context: Context, private val config: BenchConfig) {
                         "float32 needs ${n * 4L}",
                 )
             }
+            val bytes = ByteBuffer.allocate(n * 4).order(ByteOrder.LITTLE_ENDIAN)
+            FileInputStream(file).channel.use { ch ->
+                while (bytes.hasRemaining()) {
+                    if (ch.read(bytes) < 0) throw BenchError("latents ${file.name} ended early")
+                }
+            }
+            bytes.flip()
+            val out = FloatArray(n)
+            bytes.asFloatBuffer().get(out)
+            return out
+        }
+
+        /** A raw little-endian float32 clip [T, C, h, w] of any T (whole latent frames of the manifest's size). */
+        fun readClipLatents(file: File, manifest: ModelManifest): FloatArray {
+            val frameBytes = manifest.latentFrameNumel * 4L
+            if (file.length() == 0L || file.length() % frameBytes != 0L) {
+                throw BenchError(
+                    "latents ${file.name} has ${file.length()} bytes: not a whole number of float32 latent frames " +
+                        "[C, h, w] = ${manifest.inputShape.toList().drop(1)} ($frameBytes bytes each)",
+                )
+            }
+            val n = (file.length() / 4L).toInt()
             val bytes = ByteBuffer.allocate(n * 4).order(ByteOrder.LITTLE_ENDIAN)
             FileInputStream(file).channel.use { ch ->
                 while (bytes.hasRemaining()) {

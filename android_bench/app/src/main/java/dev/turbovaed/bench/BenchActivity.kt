@@ -12,7 +12,8 @@ import java.util.concurrent.atomic.AtomicBoolean
 
 /**
  * Entry point for `adb shell am start -n dev.turbovaed.bench/.BenchActivity --es model ... --es runtime ...
- * --ei iters N --ei warmup N --ei threads N --es output NAME.json [--es latents FILE]`.
+ * --ei iters N --ei warmup N --ei threads N --es output NAME.json [--es latents FILE]
+ * [--ei stream_frames N --ei trim 0|1]` (the last two for streaming artifacts, `turbovaed export --stream`).
  *
  * The run happens on a background thread; the results JSON (turbovaed.bench/1) is written atomically to
  * getExternalFilesDir(null)/NAME.json, or NAME.json.error (one line) when the run fails, and a marker
@@ -77,9 +78,16 @@ class BenchActivity : Activity() {
             val record = Bench(applicationContext, config).measure { line -> show(line) }
             val doc = ResultsJson.resultsDoc(record, Bench.utcNow(), BuildConfig.VERSION_NAME)
             val file = ResultsJson.writeAtomically(outDir, output, doc.toString(2) + "\n")
-            val summary = "p50 %.1f ms, %.2f FPS, load %.0f ms, first %.0f ms".format(
-                record.latency.p50, record.fps, record.loadMs, record.firstRunMs,
-            )
+            val stream = record.stream
+            val summary = if (stream == null) {
+                "p50 %.1f ms, %.2f FPS, load %.0f ms, first %.0f ms".format(
+                    record.latency.p50, record.fps, record.loadMs, record.firstRunMs,
+                )
+            } else {
+                "streamed %d frames: first chunk %.0f ms, steady p50 %.1f ms, %.2f FPS sustained, load %.0f ms".format(
+                    stream.frames, stream.firstChunkMs, stream.steady.p50, stream.sustainedFps, record.loadMs,
+                )
+            }
             Log.i(TAG, "$DONE_MARKER ${file.absolutePath} $summary")
             show("done: $summary\n${file.absolutePath}")
         } catch (e: BenchError) {

@@ -17,6 +17,10 @@ object Extra {
     const val LATENTS = "latents"
     const val MANIFEST = "manifest"
     const val EP = "ep"
+    /** Streaming artifacts: latent frames of the clip to stream (default: the latents file's, else 21). */
+    const val STREAM_FRAMES = "stream_frames"
+    /** Streaming artifacts: 1 when the clip's full decode trims its first frames (the `trim` input), else 0. */
+    const val TRIM = "trim"
 }
 
 /** What one run was asked to do, parsed from the intent extras. */
@@ -30,6 +34,10 @@ data class BenchConfig(
     val output: String,
     val latents: File?,
     val ep: String,
+    /** Latent frames of the streamed clip; 0 when the extra was not given. */
+    val streamFrames: Int = 0,
+    /** The streamed clip's full decode trims (the `trim` flag on its first chunk). */
+    val trim: Boolean = true,
 ) {
     companion object {
         const val DEFAULT_OUTPUT = "turbovaed-bench.json"
@@ -85,6 +93,10 @@ data class BenchConfig(
             if (latents != null && !latents.isFile) throw BenchError("latents file not found: ${latents.path}")
             val ep = intent.getStringExtra(Extra.EP)?.trim()?.lowercase() ?: "cpu"
             if (ep !in ONNX_EPS) throw BenchError("unknown --es ep '$ep': use ${ONNX_EPS.joinToString(" or ")}")
+            val streamFrames = intent.getIntExtra(Extra.STREAM_FRAMES, 0)
+            if (streamFrames < 0) throw BenchError("--ei stream_frames must be >= 1, got $streamFrames")
+            val trim = intent.getIntExtra(Extra.TRIM, 1)
+            if (trim != 0 && trim != 1) throw BenchError("--ei trim must be 0 or 1, got $trim")
             return BenchConfig(
                 model = model,
                 manifest = manifest,
@@ -95,6 +107,8 @@ data class BenchConfig(
                 output = outputName(intent),
                 latents = latents,
                 ep = ep,
+                streamFrames = streamFrames,
+                trim = trim == 1,
             )
         }
     }

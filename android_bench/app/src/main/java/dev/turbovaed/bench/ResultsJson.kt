@@ -41,6 +41,19 @@ data class ModelFacts(
     val outputFrames: Int,
 )
 
+/** The `stream` block of a result: a whole clip decoded chunk by chunk, the state carried between calls. */
+data class StreamFacts(
+    val chunkLatentFrames: Int,
+    val latentFrames: Int,
+    val frames: Int,
+    /** First-frame latency: the first chunk's call (right after loading). */
+    val firstChunkMs: Double,
+    /** The later chunks' calls (the first one's when the clip is one chunk). */
+    val steady: LatencySummary,
+    /** frames / wall time of the whole clip. */
+    val sustainedFps: Double,
+)
+
 /** Everything one benchmark run measured. */
 data class BenchRecord(
     val label: String,
@@ -57,6 +70,8 @@ data class BenchRecord(
     val thermalBefore: String?,
     val thermalAfter: String?,
     val notes: String?,
+    /** A streamed clip (streaming artifacts); null for a whole-chunk run. */
+    val stream: StreamFacts? = null,
 )
 
 /**
@@ -91,6 +106,7 @@ object ResultsJson {
         .put("thermal", thermalJson(r.thermalBefore, r.thermalAfter))
         .put("compute_plan", JSONObject.NULL)
         .put("notes", r.notes ?: JSONObject.NULL)
+        .put("stream", r.stream?.let { streamJson(it) } ?: JSONObject.NULL)
 
     fun deviceJson(d: DeviceFacts): JSONObject = JSONObject()
         .put("kind", d.kind)
@@ -137,6 +153,22 @@ object ResultsJson {
         .put("max", finite(s.max))
         .put("mean", finite(s.mean))
         .put("samples", JSONArray(s.samples.map { finite(it) }))
+
+    fun streamJson(s: StreamFacts): JSONObject = JSONObject()
+        .put("chunk_latent_frames", s.chunkLatentFrames)
+        .put("latent_frames", s.latentFrames)
+        .put("frames", s.frames)
+        .put("first_chunk_ms", finite(s.firstChunkMs))
+        .put("steady_chunk_ms", steadyChunkJson(s.steady))
+        .put("sustained_fps", finite(s.sustainedFps))
+
+    /** The summary of the steady chunks (their samples are in latency_ms). */
+    fun steadyChunkJson(s: LatencySummary): JSONObject = JSONObject()
+        .put("min", finite(s.min))
+        .put("p50", finite(s.p50))
+        .put("p90", finite(s.p90))
+        .put("max", finite(s.max))
+        .put("mean", finite(s.mean))
 
     fun thermalJson(before: String?, after: String?): Any =
         if (before == null && after == null) {
