@@ -143,6 +143,33 @@ def test_full_size_parameter_counts(release):
     assert sum(p.numel() for p in tiny.parameters()) == _meta(release)["params"]["tiny_decoder"]
 
 
+FULL_SIZE = {"Hunyuan": 40_687_811, "Cog": 40_687_811, "LTX": 41_896_023, "DC": 45_831_383}
+
+
+@pytest.mark.parametrize("release", list(RELEASES))
+def test_shipped_full_size_configs(release):
+    """models/turbo-vaed/<release>.json is the official config (byte for byte), its decoder has the released
+    parameter count (meta device), and full_size_config gives it for the release's family."""
+    from turbo_vaed.decoders.store import random_decoder
+    from turbo_vaed.decoders.turbo_vaed_official import full_size_config, full_size_dir, full_size_families
+
+    shipped = full_size_dir() / f"{release}.json"
+    assert shipped.read_bytes() == (FIXTURES / release / "config.json").read_bytes()
+    fam = RELEASES[release]
+    d = full_size_config(fam)
+    assert ARCH.full_size_config(fam) == d and d["turbovaed"] == {"family": fam}
+    cfg = ARCH.config_from_dict(d)
+    assert ARCH.family(cfg) == fam
+    with torch.device("meta"):
+        module = ARCH.build(cfg)
+    n = sum(p.numel() for p in module.parameters())
+    assert n == FULL_SIZE[release] == _meta(release)["params"]["full_size_decoder"]
+    assert set(full_size_families()) == set(RELEASES.values())
+    assert ARCH.full_size_config("wan") is None and ARCH.full_size_config("ltx2") is None
+    with torch.device("meta"):  # what the bench suite builds (random weights, seed 0)
+        assert random_decoder("turbo-vaed", d).parameters() == FULL_SIZE[release]
+
+
 # ---------------------------------------------------------------------------------------------- lowering
 
 

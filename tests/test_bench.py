@@ -346,6 +346,87 @@ def test_suite_large_preset_uses_export_chunk():
     assert chunk_latent_frames("torch", "720p", 1) == 1  # never more than asked for
 
 
+def test_suite_every_decoder_of_one_family(tmp_path):
+    """--decoders: the project student, the official Turbo-VAED and every other released decoder of hunyuan on one
+    runtime beside the teacher: one validated JSON per decoder, frame counts from each decoder's own rule, the
+    comparisons and the parameter/GFLOPs table in BENCHMARKS.md. Small configs stand in for the full-size ones
+    (``suite_configs``), except for released decoders that are small already."""
+    from rich.console import Console
+
+    from turbo_vaed.bench.suite import full_size_configs, released_architectures, run_suite
+    from turbo_vaed.config import load_student_config
+    from turbo_vaed.decoders.store import random_decoder
+    from turbo_vaed.families import get_family
+
+    fam, t = "hunyuan", 2
+    teacher = tmp_path / "teacher"
+    small_teacher(fam).save_pretrained(str(teacher))
+    official = full_size_configs("turbo-vaed")[fam]
+    official = {**official, "decoder_block_out_channels": [16, 16, 32, 32], "decoder_layers_per_block": [1] * 5}
+    configs = {"student": {fam: load_student_config(fam).scaled(0.125, 1).to_dict()}, "turbo-vaed": {fam: official}}
+    decoders = ["student", *(a for a in released_architectures() if fam in full_size_configs(a))]
+    assert decoders[:2] == ["student", "turbo-vaed"]
+    opts = BenchOptions(family=fam, teacher=str(teacher), runtimes=("torch",), warmup=0, iters=1, threads=1,
+                        latent_frames=t, out_dir=tmp_path / "suite",
+                        extra={"suite_res": ["64x64"], "suite_teacher_res": ["64x64"], "suite_fps_res": "64x64",
+                               "suite_decoders": ",".join(decoders), "suite_configs": configs, "isolate": False,
+                               "console": Console(width=200)})
+    summary = run_suite(opts)
+    js = tmp_path / "suite" / "json"
+    names = {d: f"{fam}{'' if d == 'student' else '-' + d}-64x64.json" for d in decoders}
+    assert sorted(p.name for p in js.glob("*.json")) == sorted([*names.values(), "summary.json"])
+    want_frames = get_family(fam).frames_out(t)
+    for d, name in names.items():
+        doc = load_results(js / name)
+        labels = [r["label"] for r in doc["results"]]
+        assert labels == [f"{d}/torch"] + (["teacher/diffusers"] if d == "student" else []), labels
+        cfg = configs.get(d, {}).get(fam) or full_size_configs(d)[fam]
+        with torch.device("meta"):
+            own = random_decoder(d, cfg).frames_out(t)
+        for r in doc["results"]:
+            assert r["model"]["output_frames"] == own == want_frames, (d, r["label"])
+            assert r["model"]["latent_shape"] == [1, 16, t, 8, 8] and r["model"]["family"] == fam
+            assert r["fps"] == pytest.approx(want_frames / (r["latency_ms"]["p50"] / 1e3))
+        if d != "student":
+            assert "random weights" in doc["results"][0]["notes"]
+    rows = {r["decoder"]: r for r in summary["decoders"]}
+    assert set(rows) == set(decoders)
+    teacher_p50 = load_results(js / names["student"])["results"][-1]["latency_ms"]["p50"]
+    student_p50 = rows["student"]["p50_ms"]
+    for d, r in rows.items():
+        assert r["vs_teacher"] == pytest.approx(teacher_p50 / r["p50_ms"])
+        if d != "student":
+            assert r["vs_student"] == pytest.approx(student_p50 / r["p50_ms"])
+    assert [r["family"] for r in summary["ratios"]] == [fam]  # the target is the project student's
+    facts = {f["decoder"]: f for f in summary["decoder_facts"]}
+    assert set(facts) == {"teacher", *decoders}
+    assert all(f["parameters"] > 0 and f["gflops_per_frame"]["64x64"] > 0 for f in facts.values())
+    md = (tmp_path / "suite" / "BENCHMARKS.md").read_text()
+    for needle in ("## Decoders", "| hunyuan | turbo-vaed |", "| hunyuan | teacher |", "vs project student",
+                   f"--decoders {','.join(decoders)}", "| hunyuan | 64x64 | 64x64 | torch | turbo-vaed | 5 |"):
+        assert needle in md, needle
+
+
+def test_suite_decoders_option(cli, tmp_path):
+    from turbo_vaed.bench.suite import parse_decoders, plan_suite
+
+    assert parse_decoders(None) == ("student", "turbo-vaed")
+    assert parse_decoders(" turbo-vaed, student,turbo-vaed") == ("turbo-vaed", "student")
+    for bad, needle in (("student,sdxl", "unknown decoder 'sdxl'"), (",", "empty")):
+        with pytest.raises(UserError, match=needle):
+            parse_decoders(bad)
+    p = plan_suite(BenchOptions(out_dir=tmp_path))  # default: every family some decoder has, dcae included
+    assert p.decoders == ("student", "turbo-vaed") and "dcae" in p.families and "ltx2" not in p.families
+    assert p.decoders_for("dcae") == ["turbo-vaed"] and p.decoders_for("wan") == ["student"]
+    assert plan_suite(BenchOptions(out_dir=tmp_path, extra={"suite_decoders": "turbo-vaed"})).families == (
+        "hunyuan", "cogvideox", "ltx", "dcae")
+    with pytest.raises(UserError, match="no decoder"):
+        plan_suite(BenchOptions(family="wan", out_dir=tmp_path, extra={"suite_decoders": "turbo-vaed"}))
+    _one_line_error(cli("bench", "--decoders", "student"), "--decoders applies to --suite")
+    _one_line_error(cli("bench", "--suite", "--decoders", "student,nope", "--out", tmp_path / "o"), "nope")
+    assert not (tmp_path / "o").exists()
+
+
 # ---------------------------------------------------------------- ONNX Runtime and ExecuTorch (need the exporters)
 
 

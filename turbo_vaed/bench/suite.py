@@ -342,7 +342,7 @@ def check_targets(runs: list[dict], ratio_res: str = "256p", fps_res: str = "480
         decoders.append({
             "family": fam, "decoder": dec, "res": res, "fast": bool(run.get("fast")),
             "runtime": fastest["runtime"]["name"], "p50_ms": fastest["latency_ms"]["p50"], "fps": fastest["fps"],
-            "output_frames": fastest["model"]["output_frames"],
+            "output_frames": fastest["model"].get("output_frames"),
             "teacher_p50_ms": t50, "vs_teacher": t50 / fastest["latency_ms"]["p50"] if t50 else None,
             "student_p50_ms": s_best["latency_ms"]["p50"] if s_best and dec != STUDENT else None,
             "vs_student": (s_best["latency_ms"]["p50"] / fastest["latency_ms"]["p50"])
@@ -640,9 +640,9 @@ def _decoders_section(s: dict) -> list[str]:
              "| family | preset | decoder | runtime | frames | p50 ms | FPS | vs teacher | vs project student |",
              "|---|---|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
-        vt = f"{r['vs_teacher']:.1f}x" if r["vs_teacher"] else ("no teacher" if r["teacher_p50_ms"] is None
-                                                                 and not r["fast"] else "-")
+        vt = f"{r['vs_teacher']:.1f}x" if r["vs_teacher"] else (
+            "-" if get_family(r["family"]).has_teacher else "no teacher")
         vs = f"{r['vs_student']:.2f}x" if r["vs_student"] else "-"
         lines.append(f"| {r['family']} | {r['res']}{' (fastest runtime)' if r['fast'] else ''} | {r['decoder']} | "
-                     f"{r['runtime']} | {r['output_frames']} | {r['p50_ms']:.1f} | {r['fps']:.2f} | {vt} | {vs} |")
+                     f"{r['runtime']} | {r['output_frames'] or '-'} | {r['p50_ms']:.1f} | {r['fps']:.2f} | {vt} | {vs} |")
     return lines

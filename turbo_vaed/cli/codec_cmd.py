@@ -157,7 +157,8 @@ def decode(
             raise UserError("--stream decodes with a turbovaed decoder, not the teacher: drop --decoder teacher")
         rate = fps or float(meta.get("fps", 24) or 24)
         return _decode_stream(latents, layout, output, model, choices, rate, artifact, chunk)
-    require_decode_memory(model, shape)
+    require_decode_memory(model, shape, fix="crop the latents or decode fewer frames" if decoder == "teacher" else
+                          "decode with --stream (chunk by chunk, constant memory), or crop the latents")
     z, meta = load_latents(latents, layout)
     with torch.inference_mode():
         if decoder == "teacher":
