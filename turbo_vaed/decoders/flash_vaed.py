@@ -30,6 +30,9 @@ nearest-exact x2 + Conv2d 3x3 is folded into one Conv2d 3x3 with 4x the output c
 (sub-pixel form: identical in exact arithmetic, no interpolate op, and no upsampled input tensor), the temporal
 channel-to-frame shuffles are free reshapes (conv output channels permuted once here), the LTX unpatchify is a
 channel permutation + pixel shuffle, and every norm has an fp16-safe form.
+
+The released decoders' configs ship as data, ``models/flash-vaed/{wan,ltx}.json`` (:func:`full_size_config`), for
+benchmarks with random weights (``turbovaed bench --suite --decoders ...,flash-vaed``).
 """
 
 from __future__ import annotations
@@ -700,7 +703,8 @@ class ChannelNorm(nn.Module):
     ``mode="max"``: v = max(mean_c(x^2), eps) (Wan RMS_norm, i.e. x / max(|x|_2, e) * sqrt(C) with eps = e^2 / C).
     ``fp16_safe``: each position is first divided by d = sqrt(C) mean_c|x| (>= 2^-14), so mean_c(y^2) is in
     [1/C, 1] and no square overflows half precision; the same in exact arithmetic (``max`` mode floors the rescaled
-    mean square at 2^-14, which only matters where every channel is below ~1e-6).
+    mean square at 2^-14, which only matters where every channel is below ~1e-6). ``|x|`` is ``max(x, x * -1)``
+    (exact; ONNX Runtime's Core ML execution provider takes Max and Mul, but not Abs).
     """
 
     def __init__(self, c: int, *, eps: float, mode: str, fp16_safe: bool, rsqrt: str,
@@ -711,6 +715,7 @@ class ChannelNorm(nn.Module):
         self.register_buffer("one", _const(1.0))
         if fp16_safe:
             self.register_buffer("scale_w", torch.full((1, c, 1, 1), 1.0 / math.sqrt(c)))
+            self.register_buffer("minus_one", _const(-1.0))
             self.register_buffer("d_min", _const(D_MIN))
             self.register_buffer("sqrt_eps", _const(math.sqrt(eps)))
             self.register_buffer("floor", _const(FP16_NORM_FLOOR))
@@ -729,7 +734,8 @@ class ChannelNorm(nn.Module):
             ms = F.conv2d(x * x, self.mean_w)
             y = x * self._rs(ms + self.eps if self.mode == "add" else torch.maximum(ms, self.eps))
         else:
-            inv_d = self.one / torch.maximum(F.conv2d(torch.abs(x), self.scale_w), self.d_min)
+            absx = torch.maximum(x, x * self.minus_one)
+            inv_d = self.one / torch.maximum(F.conv2d(absx, self.scale_w), self.d_min)
             y = x * inv_d
             ms = F.conv2d(y * y, self.mean_w)
             if self.mode == "add":
