@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from tests.conftest import small_student
-from turbo_vaed.targets import coreml_mil as mr
 from turbo_vaed.errors import UserError
 from turbo_vaed.lowering import from_mobile_layout
 from turbo_vaed.metrics import max_abs_error, psnr
+from turbo_vaed.targets import coreml_mil as mr
 
 WAN_LATENTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "wan21_latents_61f_320x512.pth"
 SPEC = Path("Data/com.apple.CoreML/model.mlmodel")

@@ -298,7 +298,8 @@ EXPORT_LIVE = 1  # an export holds one example and traces symbolically; its arti
 
 
 def available_bytes() -> int:
-    """Memory the OS says a new allocation can have now (psutil ``available``)."""
+    """Memory the OS says a new allocation can have now (psutil ``available``; ``TURBOVAED_AVAILABLE_MEMORY``
+    (bytes) overrides it, e.g. to keep a shared machine's jobs small or to test the refusals)."""
     override = os.environ.get("TURBOVAED_AVAILABLE_MEMORY")
     if override:
         return int(float(override))
@@ -372,8 +373,8 @@ def require_decode_memory(decoder, latent_shape: tuple[int, ...], *, job: str = 
     frames, factor, weights, widest, build, run = spec
     out_px = b * frames * (h * factor) * (w * factor)
     lower = 4 * (b * c * t * h * w + 3 * out_px) + weights
-    fix = fix or ("use a smaller --res (or crop the latents), fewer latent frames per chunk, or decode in chunks "
-                  "(a streaming export)")
+    fix = fix or ("use a smaller --res (or crop the latents), fewer latent frames per chunk, or stream it "
+                  "(`decode --stream`, `export --stream`)")
     what = (f"{job} {b}x{c}x{t}x{h}x{w} latents ({b * frames} frames of {w * factor}x{h * factor})")
     avail = available_bytes()
     if lower > avail:
@@ -428,11 +429,14 @@ def require_artifact_memory(manifest: dict, job: str, live: int = 2) -> None:
 
 
 def check_bench_request(opts) -> None:
-    """What ``turbovaed bench`` checks before it exports or spawns anything: the ARTIFACT (intact, its manifest's
-    shapes affordable), else (host) the --out folder, the --latents file (one video, the family's geometry) or
-    the --res/--latent-frames chunk, against the memory available."""
+    """What ``turbovaed bench --device host`` checks before it exports or spawns anything: the ARTIFACT (intact,
+    its manifest's shapes affordable), else the --out folder, the --latents file (one video, the family's
+    geometry) or the --res/--latent-frames chunk, against the memory available. Phone and Mac drivers run the
+    artifact on the device, which checks it there."""
     from turbo_vaed.exporters.manifest import manifest_path, read_manifest
 
+    if opts.device != "host":  # the artifact runs on the device, whose app checks it; nothing runs here
+        return
     if opts.artifact is not None:
         art = Path(opts.artifact)
         m = read_manifest(art) if manifest_path(art).is_file() else None
@@ -444,9 +448,8 @@ def check_bench_request(opts) -> None:
                 shape, _meta = peek_latents(opts.latents)
                 check_latent_geometry(shape, m["family"])
                 check_single(shape, str(opts.latents), "bench decodes one latent video")
-        check_artifact(art, m, deep=None if m is not None else False)  # no manifest: the driver refuses it
-        return
-    if opts.device != "host":
+        if m is not None:  # without one, the driver refuses the artifact (no manifest) before loading it
+            check_artifact(art, m)
         return
     from turbo_vaed.bench.host import bench_family
     from turbo_vaed.families import get_family, resolve_resolution

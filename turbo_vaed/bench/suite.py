@@ -643,6 +643,7 @@ def _decoders_section(s: dict) -> list[str]:
         vt = f"{r['vs_teacher']:.1f}x" if r["vs_teacher"] else (
             "-" if get_family(r["family"]).has_teacher else "no teacher")
         vs = f"{r['vs_student']:.2f}x" if r["vs_student"] else "-"
-        lines.append(f"| {r['family']} | {r['res']}{' (fastest runtime)' if r['fast'] else ''} | {r['decoder']} | "
-                     f"{r['runtime']} | {r['output_frames'] or '-'} | {r['p50_ms']:.1f} | {r['fps']:.2f} | {vt} | {vs} |")
+        res = f"{r['res']}{' (fastest runtime)' if r['fast'] else ''}"
+        lines.append(f"| {r['family']} | {res} | {r['decoder']} | {r['runtime']} | {r['output_frames'] or '-'} | "
+                     f"{r['p50_ms']:.1f} | {r['fps']:.2f} | {vt} | {vs} |")
     return lines

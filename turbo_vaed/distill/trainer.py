@@ -287,6 +287,9 @@ class Distiller:
 
     def _on_signal(self, signum, _frame) -> None:
         if self._stop:  # a second signal: stop now (the last save stays)
+            if self.console is not None:
+                self.console.print(f"interrupted again: stopping now; the checkpoint of step "
+                                   f"{self.step - self.step % self.cfg.save_every} stays")
             raise KeyboardInterrupt
         self._stop = signal.Signals(signum).name  # finish this step, save, stop
 
