@@ -133,10 +133,12 @@ def eval_cmd(
     """PSNR/SSIM (LPIPS, rFVD) of student and teacher vs. ground truth on the same clips, and retention."""
     from turbo_vaed.data import find_videos
     from turbo_vaed.evaluate import evaluate_clip, load_eval_clip, summarize
+    from turbo_vaed.fvd import check_stride
     from turbo_vaed.guards import check_decoder_finite, check_output_file, require_decode_memory
     from turbo_vaed.jsonio import write_json
     from turbo_vaed.video_io import HELDOUT_CLIP, shipped_clip
 
+    check_stride(fvd_stride)  # up front, with or without --i3d
     if json_path is not None:
         check_output_file(json_path, "--json output", (".json",))  # before the clips are decoded
     set_threads(threads)
