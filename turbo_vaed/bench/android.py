@@ -24,7 +24,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from turbo_vaed.bench.options import EXPORT_TARGET, BenchOptions
+from turbo_vaed.bench.options import (
+    DEFAULT_CLIP_LATENT_FRAMES,
+    EXPORT_TARGET,
+    BenchOptions,
+    stream_clip_frames,
+    stream_trims,
+)
 from turbo_vaed.bench.schema import load_results
 from turbo_vaed.errors import UserError
 from turbo_vaed.targets import runtime_of_suffix
@@ -40,7 +46,7 @@ DONE_MARKER = "TURBOVAED_BENCH_DONE"
 APK_ENV = "TURBOVAED_ANDROID_APK"
 TIMEOUT_ENV = "TURBOVAED_ANDROID_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 900.0
-DEFAULT_STREAM_FRAMES = 21  # latent frames of a streamed clip (turbo_vaed.bench.stream; a 5-second Wan clip)
+DEFAULT_STREAM_FRAMES = DEFAULT_CLIP_LATENT_FRAMES  # one default for host, iPhone and Android
 GONE_POLLS = 5  # polls (about a second apart) without the app process before the run counts as crashed
 ANDROID_BENCH_DIR = Path(__file__).resolve().parents[2] / "android_bench"
 ANDROID_RUNTIMES = ("executorch", "onnxruntime")  # what the Kotlin harness links
@@ -380,23 +386,8 @@ def write_clip_latents_f32(src: Path, frame_shape: Sequence[int], dest: Path) ->
 
 def stream_request(opts: BenchOptions, art: Artifact) -> int | None:
     """Latent frames of the clip to stream through a streaming artifact, or None for a whole-chunk run."""
-    if art.manifest.get("stream"):
-        frames = int(opts.extra.get("stream_frames") or DEFAULT_STREAM_FRAMES)
-        if frames < 1:
-            raise UserError(f"--stream-frames must be >= 1, got {frames}")
-        return frames
-    if opts.extra.get("stream"):
-        raise UserError(f"{art.path.name} is a whole-chunk artifact: export it with `turbovaed export --target "
-                        f"{art.manifest['target']} --stream` to benchmark streaming")
-    return None
+    return stream_clip_frames(opts, art.manifest, art.path.name)
 
-
-def stream_trims(manifest: dict, clip_latent_frames: int) -> bool:
-    """The ``trim`` flag of a streamed clip: its family's full decode drops the first frames (wan/hunyuan/ltx
-    always, cogvideox for an odd number of latent frames)."""
-    from turbo_vaed.families import get_family
-
-    return get_family(manifest["family"]).trims(clip_latent_frames)
 
 
 def check_stream_result(doc: dict, clip_latent_frames: int, source: str) -> None:

@@ -26,7 +26,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from turbo_vaed.bench.options import COMPUTE_UNITS, BenchOptions
+from turbo_vaed.bench.options import (
+    COMPUTE_UNITS,
+    DEFAULT_CLIP_LATENT_FRAMES,
+    BenchOptions,
+    stream_clip_frames,
+    stream_trims,
+)
 from turbo_vaed.bench.schema import validate_results
 from turbo_vaed.errors import UserError
 
@@ -47,7 +53,7 @@ DEFAULT_TIMEOUT_S = 1800
 ENV_TEAM = "TURBOVAED_IOS_TEAM"  # DEVELOPMENT_TEAM for device builds
 ENV_DEVICE = "TURBOVAED_IOS_DEVICE"  # devicectl identifier, UDID or name (or --serial)
 ENV_TIMEOUT = "TURBOVAED_IOS_TIMEOUT"  # seconds to wait for the app's JSON
-DEFAULT_STREAM_FRAMES = 21  # latent frames of a streamed clip (turbo_vaed.bench.stream; a 5-second Wan clip)
+DEFAULT_STREAM_FRAMES = DEFAULT_CLIP_LATENT_FRAMES  # one default for host, iPhone and Android
 SIMULATOR_NOTE = ("iOS simulator: no Neural Engine; Core ML runs on the Mac's CPU/GPU, so these figures do not "
                   "represent an iPhone")
 OFF_MACOS = ("--device iphone16pro needs macOS with Xcode 16+ (xcodebuild, xcrun devicectl/simctl); here use "
@@ -465,23 +471,8 @@ def prepare_clip_latents(path: Path, manifest: dict, out_dir: Path, run_id: str,
 
 def stream_request(opts: BenchOptions, manifest: dict, artifact: Path) -> int | None:
     """Latent frames of the clip to stream through a streaming artifact, or None for a whole-chunk run."""
-    if manifest.get("stream"):
-        frames = int(opts.extra.get("stream_frames") or DEFAULT_STREAM_FRAMES)
-        if frames < 1:
-            raise UserError(f"--stream-frames must be >= 1, got {frames}")
-        return frames
-    if opts.extra.get("stream"):
-        raise UserError(f"{artifact.name} is a whole-chunk artifact: export it with `turbovaed export --target coreml "
-                        f"--stream` to benchmark streaming")
-    return None
+    return stream_clip_frames(opts, manifest, artifact.name)
 
-
-def stream_trims(manifest: dict, clip_latent_frames: int) -> bool:
-    """The ``trim`` flag of a streamed clip: its family's full decode drops the first frames (wan/hunyuan/ltx
-    always, cogvideox for an odd number of latent frames)."""
-    from turbo_vaed.families import get_family
-
-    return get_family(manifest["family"]).trims(clip_latent_frames)
 
 
 # ----------------------------------------------------------------------------------- results

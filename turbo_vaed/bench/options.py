@@ -40,3 +40,30 @@ class BenchOptions:
     serial: str | None = None
     latents: Path | None = None
     extra: dict = field(default_factory=dict)
+
+
+DEFAULT_CLIP_LATENT_FRAMES = 21  # latent frames of a streamed clip: a 5-second Wan clip, 81 frames
+
+
+def stream_clip_frames(opts: BenchOptions, manifest: dict, artifact_name: str) -> int | None:
+    """Latent frames of the clip to stream through a streaming artifact, or None for a whole-chunk run
+    (``--stream`` on a whole-chunk artifact is a one-line error). Every device driver asks here."""
+    from turbo_vaed.errors import UserError
+
+    if manifest.get("stream"):
+        frames = int(opts.extra.get("stream_frames") or DEFAULT_CLIP_LATENT_FRAMES)
+        if frames < 1:
+            raise UserError(f"--stream-frames must be >= 1, got {frames}")
+        return frames
+    if opts.extra.get("stream"):
+        raise UserError(f"{artifact_name} is a whole-chunk artifact: export it with `turbovaed export --target "
+                        f"{manifest.get('target', '?')} --stream` to benchmark streaming")
+    return None
+
+
+def stream_trims(manifest: dict, clip_latent_frames: int) -> bool:
+    """The ``trim`` flag of a streamed clip: its family's full decode drops the first frames (wan/hunyuan/ltx
+    always, cogvideox for an odd number of latent frames)."""
+    from turbo_vaed.families import get_family
+
+    return get_family(manifest["family"]).trims(clip_latent_frames)

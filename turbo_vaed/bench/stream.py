@@ -14,12 +14,11 @@ import numpy as np
 import torch
 
 from turbo_vaed.bench.collect import make_doc
-from turbo_vaed.bench.options import EXPORT_TARGET, BenchOptions
+from turbo_vaed.bench.options import DEFAULT_CLIP_LATENT_FRAMES, EXPORT_TARGET, BenchOptions
 from turbo_vaed.bench.stats import fps, host_device, latency_summary
 from turbo_vaed.errors import UserError
 
 STREAM_RUNTIMES = ("onnxruntime", "executorch")
-DEFAULT_CLIP_LATENT_FRAMES = 21  # a 5-second Wan clip: 81 frames
 
 
 def bench_stream(opts: BenchOptions) -> dict:
