@@ -4,7 +4,9 @@ No Android SDK or device here: the Kotlin/Gradle sources are checked by parsing 
 cross-checking names with the Python driver and the results schema; the driver runs against the real adb
 with no device attached, and end to end against a fake adb that plays a device. Streaming artifacts
 (``turbovaed export --stream``): the Kotlin manifest reader knows every field of the exporter's ``stream``
-section, the extras, a streamed results JSON as ResultsJson writes it, and the driver flow.
+section, the extras, a streamed results JSON as ResultsJson writes it, and the driver flow. Streaming protocol v2
+(``stream.controls``, ``valid_output``, ``flush_chunks``, ``restart_at``): the Kotlin reader and loop handle
+every field, and the loop they plan is the one tests/test_ios_bench.py simulates (``app_stream``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_ios_bench import (
+    CONTROLS,
+    V2_FIELDS,
+    _exported_stream_section,
+    _loop_keys,
+    app_segments,
+    app_stream,
+    lagging_step,
+    reference_stream,
+)
 from turbo_vaed.bench import android
 from turbo_vaed.bench.options import BenchOptions
 from turbo_vaed.bench.schema import load_results, schema, validate_results
@@ -388,7 +400,10 @@ def test_pick_device():
 # ---------------------------------------------------------------- artifact, APK and latents checks
 
 
-def _artifact(tmp_path: Path, name: str = "wan-256p.pte", target: str = "executorch", stream: bool = False) -> Path:
+def _artifact(tmp_path: Path, name: str = "wan-256p.pte", target: str = "executorch", stream: bool = False,
+              v2: dict | None = None) -> Path:
+    """An artifact and its manifest; ``stream``: a streaming step of the exporter's layout (chunks of 2); ``v2``:
+    its stream section turned into protocol v2 with these fields (controls, valid_output, ...)."""
     art = tmp_path / name
     art.write_bytes(b"\0" * 64)
     manifest = {
@@ -402,18 +417,34 @@ def _artifact(tmp_path: Path, name: str = "wan-256p.pte", target: str = "executo
                    "weights_bytes": 0, "gflops_per_frame": None},
         "parity": None, "size_bytes": 64, "sha256": None, "created": "2026-12-01T00:00:00Z",
     }
-    if stream:  # what `turbovaed export --stream` writes (exporters.add_stream_section), chunks of 2
-        from types import SimpleNamespace
-
-        from turbo_vaed.exporters import add_stream_section
-
-        manifest["inputs"][0]["shape"], manifest["outputs"][0]["shape"] = [2, 16, 4, 4], [8, 3, 32, 32]
-        manifest.update(latent_frames=2, output_frames=8)
-        step = SimpleNamespace(latent_frames=2, frames_per_chunk=8, first_chunk_skip=3, notes=[],
-                               states=[("state0", (2, 16, 4, 4)), ("state1", (2, 8, 32, 32))])
-        add_stream_section(manifest, step, "float32", None)
+    if stream or v2 is not None:  # what `turbovaed export --stream` writes (exporters.add_stream_section), chunks of 2
+        exported = _exported_stream_section()
+        for t in (*exported["inputs"], *exported["outputs"]):
+            t["dtype"] = "float32"
+        for st in exported["stream"]["states"]:
+            st["dtype"] = "float32"
+        manifest.update(latent_frames=2, output_frames=8, inputs=exported["inputs"], outputs=exported["outputs"],
+                        stream=exported["stream"])
+    if v2 is not None:
+        manifest["stream"] = _as_v2(manifest, **v2)
     art.with_name(f"{art.stem}.manifest.json").write_text(json.dumps(manifest))
     return art
+
+
+def _as_v2(manifest: dict, controls=("first", "start", "remaining"), valid_output="valid", flush_chunks=1,
+           restart_at=()) -> dict:
+    """``manifest`` (inputs, outputs: changed in place) and its stream section in protocol v2: ``controls`` after
+    the latents, ``valid_output`` [frames_per_chunk, 1, 1, 1] right after the frames."""
+    stream = dict(manifest["stream"])
+    flag = {"shape": [1, 1, 1, 1], "dtype": manifest["inputs"][0]["dtype"]}
+    states = [t for t in manifest["inputs"] if t["name"] in {s["name"] for s in stream["states"]}]
+    manifest["inputs"][:] = [manifest["inputs"][0], *({"name": c, **flag} for c in controls), *states]
+    if valid_output:
+        manifest["outputs"].insert(1, {"name": valid_output, "shape": [stream["frames_per_chunk"], 1, 1, 1],
+                                       "dtype": manifest["outputs"][0]["dtype"]})
+    stream.update(controls=list(controls), valid_output=valid_output, flush_chunks=flush_chunks,
+                  restart_at=list(restart_at))
+    return stream
 
 
 def test_check_artifact(tmp_path):
@@ -665,10 +696,14 @@ def _function_text(path: Path, name: str) -> str:
 def test_kotlin_reads_every_stream_field_the_exporter_writes(tmp_path):
     manifest = json.loads(_artifact(tmp_path, stream=True).with_name("wan-256p.manifest.json").read_text())
     stream = manifest["stream"]
-    parse = _function_text(SRC / "ModelManifest.kt", "parseStream")
-    read = set(re.findall(r'(?:get|opt)\w*\("(\w+)"', parse))
+    # parseStream and the readers it calls for the v2 fields
+    parse = _function_text(SRC / "ModelManifest.kt", "parseStream") + _function_text(SRC / "ModelManifest.kt",
+                                                                                      "parseRestartAt")
+    read = set(re.findall(r'(?:get|opt|isNull)\w*\("(\w+)"', parse)) | set(re.findall(
+        r'(?:stringOrNull|intOrNull)\(s, "(\w+)"', parse))
     loop_fields = {"chunk_latent_frames", "frames_per_chunk", "first_chunk_skip", "states"}
-    assert loop_fields <= set(stream) and loop_fields <= read
+    assert loop_fields <= set(stream) and loop_fields | set(V2_FIELDS) <= read
+    assert _loop_keys(stream) <= read  # every field that changes the loop is read
     assert set(stream["states"][0]) <= read  # name shape dtype init next
     src = (SRC / "ModelManifest.kt").read_text()
     assert 'isNull("stream")' in src and 'getJSONObject("stream")' in src
@@ -692,7 +727,9 @@ def test_kotlin_reads_every_stream_field_the_exporter_writes(tmp_path):
     # like the host's streaming ONNX Runtime runner: no CPU arena, no memory patterns
     assert "setCPUArenaAllocator(false)" in runners and "setMemoryPatternOptimization(false)" in runners
     bench = (SRC / "Bench.kt").read_text()
-    assert "measureStream(manifest" in bench and "spec.keptFrames(index, n, config.trim)" in bench
+    assert "measureStream(manifest" in bench and "spec.plan(clipFrames, config.trims)" in bench
+    assert "c.keptFrames ?: 0" in bench  # v1: the planned count
+    assert "keptFrames(inSegment, n, segmentTrim)" in _function_text(SRC / "ModelManifest.kt", "plan")
     assert '"student/${runner.runtimeName}-stream"' in bench
 
 
@@ -708,7 +745,8 @@ def _sample_stream_doc(clip: int = 21) -> dict:
     r["model"].update(latent_shape=[1, 16, clip, 4, 4], output_frames=frames, width=32, height=32)
     r["stream"] = {"chunk_latent_frames": 2, "latent_frames": clip, "frames": frames, "first_chunk_ms": 190.5,
                    "steady_chunk_ms": {k: lat[k] for k in ("min", "p50", "p90", "max", "mean")},
-                   "sustained_fps": frames / ((190.5 + sum(samples)) / 1000 + 0.01)}
+                   "sustained_fps": frames / ((190.5 + sum(samples)) / 1000 + 0.01),
+                   "first_frame_ms": 191.0, "calls": 1 + len(samples)}
     return doc
 
 
@@ -810,3 +848,131 @@ def test_bench_android_stream_latents_set_the_clip(tmp_path, fake_adb, monkeypat
         android.bench_android(BenchOptions(device="android", artifact=art))
     with pytest.raises(UserError, match="whole-chunk artifact"):
         android.bench_android(BenchOptions(device="android", artifact=_artifact(tmp_path), extra={"stream": True}))
+
+
+# ---------------------------------------------------------------- streaming protocol v2
+
+
+def test_kotlin_knows_every_control_and_v2_field():
+    consts = _kotlin_consts(SRC / "ModelManifest.kt")
+    controls = {k: v for k, v in consts.items() if k.endswith("_INPUT")}
+    assert set(controls.values()) == set(CONTROLS)
+    src = (SRC / "ModelManifest.kt").read_text()
+    known = re.search(r"KNOWN_CONTROLS = listOf\(([^)]*)\)", src).group(1)
+    assert [controls[c.strip()] for c in known.split(",")] == list(CONTROLS)
+    assert "DEFAULT_CONTROLS = listOf(FIRST_INPUT, TRIM_INPUT)" in src  # absent controls: v1
+    value = _function_text(SRC / "ModelManifest.kt", "controlValue")
+    for name in controls:  # every control has a value per chunk
+        assert f"StreamSpec.{name} ->" in value
+    parse = _function_text(SRC / "ModelManifest.kt", "parseStream") + _function_text(SRC / "ModelManifest.kt",
+                                                                                      "parseRestartAt")
+    for key in V2_FIELDS:  # read (absent or null: v1) and validated with one-line errors
+        assert f'"{key}"' in parse and f"stream.{key}" in parse
+    assert "does not know" in parse and "twice" in parse and "is neither the latents" in parse
+    assert "valid.shape[0] != perChunk.toLong()" in parse
+    assert "intValue(" in _function_text(SRC / "ModelManifest.kt", "intOrNull")
+    assert "is Int ->" in _function_text(SRC / "ModelManifest.kt", "intValue")  # 1.5 is not a flush count
+    plan = _function_text(SRC / "ModelManifest.kt", "plan")
+    assert "segments(clipLatentFrames)" in plan and "repeat(maxOf(flushChunks, 0))" in plan and "flush = true" in plan
+    assert "validOutput == null" in plan  # the v1 counts only without a valid output
+    assert "> 0.5f" in _function_text(SRC / "ModelManifest.kt", "validRows")
+    bench = _function_text(SRC / "Bench.kt", "measureStream")
+    assert "if (c.first) runner.reset()" in bench  # every segment starts from the initial states
+    assert "c.controlValue(name)" in bench and "runner.step(chunk, controls)" in bench
+    assert "StreamSpec.validRows(" in bench and "spec.controls" in bench
+    runners = (SRC / "Runners.kt").read_text()
+    assert runners.count("fun step(latents: FloatArray, controls: FloatArray): StepOutput") == 3  # interface + 2
+    assert "FIRST_INPUT" not in runners and "TRIM_INPUT" not in runners  # controls by the manifest's names only
+    executorch = runners.split("class ExecuTorchStreamRunner")[1].split("class OrtStreamRunner")[0]
+    assert "controlBuffers" in executorch and "outputs[validIndex].toTensor().getDataAsFloatArray()" in executorch
+    ort = runners.split("class OrtStreamRunner")[1].split("class ExecuTorchRunner")[0]
+    assert "spec.controls.withIndex()" in ort and "spec.validOutput" in ort and "floatBuffer" in ort
+
+
+def test_v2_artifact_manifest_and_loop(tmp_path):
+    """A v2 streaming manifest passes the driver's checks; the loop both apps run keeps its valid frames."""
+    art = android.check_artifact(BenchOptions(artifact=_artifact(tmp_path, "v2.onnx", "onnx", v2={})))
+    stream = art.manifest["stream"]
+    assert [t["name"] for t in art.manifest["inputs"]] == ["latents", "first", "start", "remaining", "state0",
+                                                           "state1"]
+    assert [t["name"] for t in art.manifest["outputs"]] == ["frames", "valid", "state0_next", "state1_next"]
+    assert android.stream_request(BenchOptions(), art) == 21
+    assert app_stream(stream, lagging_step(stream), np_zeros(21), True) == (11 + 1, 81)
+    restarted = {**stream, "restart_at": [8, 16]}
+    assert app_stream(restarted, lagging_step(restarted), np_zeros(21), True) == (4 + 1 + 4 + 1 + 3 + 1, 75)
+    assert app_stream(restarted, lagging_step(restarted), np_zeros(21), True) == reference_stream(
+        restarted, lagging_step(restarted), np_zeros(21), True)
+
+
+def np_zeros(t: int):
+    import numpy as np
+
+    return np.zeros((t, 1, 1, 1), np.float32)
+
+
+def test_kotlin_restart_at_segments_and_trims():
+    """restart_at: a list of latent indices (> 0, strictly increasing), the clip cut at each one below its length
+    (as the Swift app and turbo_vaed.streaming.segments); one trim flag per segment, or one for all."""
+    model = (SRC / "ModelManifest.kt").read_text()
+    assert "restartAt: List<Int> = emptyList()" in model and "restart_every" not in model
+    assert "restartEvery" not in model and "TOTAL_INPUT" not in model and '"total"' not in model
+    segments = _function_text(SRC / "ModelManifest.kt", "segments")
+    assert "restartAt.filter { it in 1 until clipLatentFrames }" in segments and "zipWithNext()" in segments
+    assert "step" not in segments  # cut at the listed indices, never periodically
+    restart = _function_text(SRC / "ModelManifest.kt", "parseRestartAt")
+    assert 'isNull("restart_at")' in restart and 'optJSONArray("restart_at")' in restart and "intValue(" in restart
+    assert "is Int ->" in _function_text(SRC / "ModelManifest.kt", "intValue")  # 2.5 is not a latent index
+    parse = _function_text(SRC / "ModelManifest.kt", "parseStream")
+    assert "parseRestartAt(s, source)" in parse and "strictly increasing" in parse and "b <= a" in parse
+    plan = _function_text(SRC / "ModelManifest.kt", "plan")
+    assert "fun plan(clipLatentFrames: Int, trims: List<Boolean>)" in plan
+    assert "trims.size != 1 && trims.size != all.size" in plan and "one per segment" in plan
+    assert "if (trims.size == 1) trims[0] else trims[number]" in plan
+    from turbo_vaed.streaming import segments as reference
+
+    for restart_at in ((), (21,), (8, 16), (3, 5, 13), (20, 40)):  # the rule the Kotlin source states
+        for clip in (1, 5, 21, 45):
+            assert app_segments({"restart_at": list(restart_at)}, clip) == reference(clip, restart_at)
+
+
+def test_start_command_line_per_segment_trims():
+    """--ei trim 0|1 for one flag; --es trim 1,0,... with one flag per segment (restart_at), read by the app."""
+    cmd = android.start_cmd("adb", "S", model="/m.pte", runtime="executorch", iters=5, warmup=1, output="r.json",
+                            stream_frames=21, trim=(False, False, True))
+    assert cmd[-6:] == ["--ei", "stream_frames", "21", "--es", "trim", "0,0,1"]
+    for one in (True, (True,)):
+        assert android.start_cmd("adb", "S", model="/m.pte", runtime="executorch", iters=5, warmup=1,
+                                 output="r.json", stream_frames=21, trim=one)[-3:] == ["--ei", "trim", "1"]
+    with pytest.raises(UserError, match="one per segment"):
+        android.start_cmd("adb", "S", model="/m.pte", runtime="executorch", iters=5, warmup=1, output="r.json",
+                          stream_frames=21, trim=[])
+    consts = _kotlin_consts(SRC / "BenchConfig.kt")
+    assert consts["TRIM"] == "trim" and "TRIM_LAST" not in consts
+    config = (SRC / "BenchConfig.kt").read_text()
+    parse = _function_text(SRC / "BenchConfig.kt", "parseTrims")
+    assert "intent.getStringExtra(Extra.TRIM)" in parse and "getIntExtra(Extra.TRIM, 1)" in parse
+    assert 'split(",")' in parse and "listOf(trim == 1)" in parse
+    assert "val trims = parseTrims(intent)" in config and "trims = trims," in config and "trimLast" not in config
+    from turbo_vaed.bench import ios, options
+
+    assert android.stream_segment_trims is ios.stream_segment_trims is options.stream_segment_trims  # one copy
+    assert android.stream_segment_trims({"family": "cogvideox", "stream": {"restart_at": [8, 16]}}, 21) == (
+        False, False, True)
+    assert android.stream_segment_trims({"family": "wan", "stream": {"restart_at": []}}, 21) == (True,)
+
+
+def test_bench_android_streams_v2_with_fake_adb(cli, tmp_path, fake_adb):
+    """restart_at with segments whose trim rules differ (cogvideox: 8 even, 5 odd) -> --es trim 0,0,1."""
+    art = _artifact(tmp_path, "cog-stream.pte", v2={"restart_at": [8, 16]})
+    manifest_path = art.with_name("cog-stream.manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest["family"] = "cogvideox"
+    manifest_path.write_text(json.dumps(manifest))
+    (tmp_path / "device-result.json").write_text(json.dumps(_sample_stream_doc()))
+    res = cli("bench", "--device", "android", art, "--json", tmp_path / "v2.json")
+    assert res.code == 0, res.err
+    start = next(c for c in fake_adb() if c[2:5] == ["shell", "am", "start"])
+    extras = _start_extras(start)
+    assert (extras["stream_frames"], extras["trim"]) == ("21", "0,0,1")
+    assert start[start.index("trim") - 1] == "--es"  # a list: a string extra
+    assert "trim 0,0,1" in res.err

@@ -6,6 +6,9 @@
 - the whole driver flow against a fake Xcode (simulator and device), and its error paths;
 - streaming artifacts (export --stream): the Swift manifest reader knows every field of the exporter's ``stream``
   section, the launch arguments, a streamed results JSON as the app writes it, the driver flow;
+- streaming protocol v2 (``stream.controls``, ``valid_output``, ``flush_chunks``, ``restart_at``): the Swift
+  reader and loop handle every field, and the app's loop, simulated here (``app_stream``) against tiny numpy and
+  torch steps, keeps the frames the reference loop does;
 - off macOS: exit 2 with one line.
 """
 
@@ -34,6 +37,12 @@ TINY = FIXTURES / "tiny.mlpackage"
 TINY_MANIFEST = json.loads((FIXTURES / "tiny.manifest.json").read_text())
 TINY_STREAM = FIXTURES / "tiny-stream.mlpackage"
 TINY_STREAM_MANIFEST = json.loads((FIXTURES / "tiny-stream.manifest.json").read_text())
+TINY_STREAM_V2 = FIXTURES / "tiny-stream-v2.mlpackage"
+TINY_STREAM_V2_MANIFEST = json.loads((FIXTURES / "tiny-stream-v2.manifest.json").read_text())
+V2_FIELDS = ("controls", "valid_output", "flush_chunks", "restart_at")  # the stream section's protocol-v2 fields
+CONTROLS = ("first", "trim", "start", "remaining")  # every control input both harnesses can feed
+# stream section keys that only describe the loop in words (the apps do not read them)
+DESCRIPTIVE = {"flags", "tail", "first_chunk", "coreml_states", "notes", "restart"}
 
 # ------------------------------------------------------------------------------------ Swift source parsing
 
@@ -303,6 +312,97 @@ def streamed_frames(stream: dict, clip: int, trim: bool) -> tuple[int, int]:
     return len(calls), frames
 
 
+def app_segments(stream: dict, clip: int) -> list[tuple[int, int]]:
+    """StreamSpec.segments (Swift and Kotlin): [0, clip) cut at every ``restart_at`` index below ``clip``."""
+    cuts = [0, *(i for i in stream.get("restart_at") or () if 0 < i < clip), clip]
+    return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+
+
+def app_plan(stream: dict, clip: int, trim) -> list[dict]:
+    """The predictions the app plans for a clip (StreamPlan.chunks in StreamLoop.swift, StreamSpec.plan in
+    ModelManifest.kt): per segment (the clip cut at ``restart_at``) its chunks of k latent frames, then
+    ``flush_chunks`` more of the last chunk's latents; ``trim``: one flag for every segment, or one per segment."""
+    k, per = stream["chunk_latent_frames"], stream["frames_per_chunk"] // stream["chunk_latent_frames"]
+    segments = app_segments(stream, clip)
+    trims = [trim] if isinstance(trim, bool) else list(trim)
+    assert len(trims) in (1, len(segments)), "the apps refuse another count (one value, or one per segment)"
+    out: list[dict] = []
+    for number, (a, b) in enumerate(segments):
+        total = b - a
+        seg_trim = trims[0] if len(trims) == 1 else trims[number]
+        offset = 0
+        while offset < total:
+            n, first = min(k, total - offset), offset == 0
+            kept = None if stream.get("valid_output") else max(n * per - (stream["first_chunk_skip"] if first and
+                                                                           seg_trim else 0), 0)
+            out.append({"segment": number, "start": a + offset, "n": n, "first": first, "trim": first and seg_trim,
+                        "kept": kept, "offset": offset, "total": total, "flush": False})
+            offset += k
+        for _ in range(stream.get("flush_chunks") or 0):
+            out.append({**out[-1], "first": False, "trim": False, "kept": None, "offset": offset, "flush": True})
+            offset += k
+    return out
+
+
+def control_value(chunk: dict, name: str) -> float:
+    """StreamChunk.controlValue (Swift and Kotlin)."""
+    return {"first": float(chunk["first"]), "trim": float(chunk["trim"]), "start": float(chunk["offset"]),
+            "remaining": float(chunk["total"] - chunk["offset"])}[name]
+
+
+def app_stream(stream: dict, call, latents: np.ndarray, trim) -> tuple[int, int]:
+    """(predictions, kept frames) of the app's loop (StreamFeeder + measureStream) over ``call``: zero states at
+    each segment start, controls by name, kept rows by ``valid_output`` or the v1 counts."""
+    controls = stream.get("controls") or ["first", "trim"]
+    valid = stream.get("valid_output")
+    plan = app_plan(stream, latents.shape[0], trim)
+    kept, states = 0, {}
+    for c in plan:
+        if c["first"]:
+            states = {s["name"]: np.zeros(s["shape"], np.float32) for s in stream["states"]}
+        part = latents[[c["start"] + min(i, c["n"] - 1) for i in range(stream["chunk_latent_frames"])]]
+        feeds = {"latents": part, **{n: np.full((1, 1, 1, 1), control_value(c, n), np.float32) for n in controls},
+                 **states}
+        outs = call(feeds)
+        if valid:
+            assert outs[1].size == stream["frames_per_chunk"]
+            kept += int((outs[1].reshape(-1) > 0.5).sum())
+        else:
+            kept += c["kept"]
+        states = {s["name"]: o for s, o in zip(stream["states"], outs[2 if valid else 1:], strict=True)}
+    return len(plan), kept
+
+
+def lagging_step(stream: dict):
+    """A numpy streaming step of protocol v2 (the v2 fixture's rule): row r of a chunk is latent frame
+    j = start - 1 + r // rt (the output lags one latent frame); valid where 0 <= j < start + remaining (the
+    segment's length), except the first ``first_chunk_skip`` rows of latent frame 0 (unless a ``trim`` control says
+    0), so a segment of L latent frames keeps 1 + rt (L - 1) frames (wan) when a flush chunk follows it. It checks
+    it is fed exactly the section's controls and states, and zero states (the initial ones) only at a segment
+    start (``start`` 0): its state outputs are ones."""
+    k, fpc = stream["chunk_latent_frames"], stream["frames_per_chunk"]
+    rt, skip = fpc // k, stream["first_chunk_skip"]
+    rows = np.arange(fpc)
+    names = {"latents", *(stream.get("controls") or ("first", "trim")), *(s["name"] for s in stream["states"])}
+    segment = {"trims": True}  # the trim control of the segment's first chunk, remembered as a state would
+
+    def call(feeds):
+        assert set(feeds) == names, sorted(feeds)
+        start = float(feeds["start"].item())
+        total = start + float(feeds["remaining"].item())
+        for st in stream["states"]:  # reset at each segment start, carried otherwise
+            assert np.all(feeds[st["name"]] == (0.0 if start == 0 else 1.0)), (st["name"], start)
+        if start == 0 and "trim" in feeds:
+            segment["trims"] = float(feeds["trim"].item()) > 0.5
+        j = start - 1 + rows // rt
+        lead = (j == 0) & (rows % rt < skip) & segment["trims"]
+        valid = ((j >= 0) & (j < total) & ~lead).astype(np.float32).reshape(fpc, 1, 1, 1)
+        return [np.zeros((fpc, 1, 1, 1), np.float32), valid, *(np.ones(s["shape"], np.float32)
+                                                                for s in stream["states"])]
+
+    return call
+
+
 def app_doc(args: list[str], kind: str, manifest: dict = TINY_MANIFEST) -> dict:
     """A results document shaped exactly like the one BenchmarkRunner writes for these launch arguments."""
     opts = dict(zip(args[::2], args[1::2], strict=False))
@@ -345,8 +445,13 @@ def stream_app_doc(opts: dict, kind: str, manifest: dict) -> dict:
     """What BenchmarkRunner.measureStream writes: one streamed clip per compute-units setting."""
     stream = manifest["stream"]
     k, c, h, w = manifest["inputs"][0]["shape"]
-    clip, trim = int(opts["-streamFrames"]), opts.get("-trim", "YES") == "YES"
-    chunks, frames = streamed_frames(stream, clip, trim)
+    clip = int(opts["-streamFrames"])
+    trims = [t == "YES" for t in opts.get("-trim", "YES").split(",")]  # BenchArguments: one, or one per segment
+    trim = trims[0] if len(trims) == 1 else trims
+    if any(stream.get(f) for f in V2_FIELDS):  # protocol v2: what the app's loop keeps from a lagging step
+        chunks, frames = app_stream(stream, lagging_step(stream), np.zeros((clip, 1, 1, 1), np.float32), trim)
+    else:
+        chunks, frames = streamed_frames(stream, clip, trim)
     results = []
     for i, units in enumerate(opts["-computeUnits"].split(",")):
         samples = [20.0 + i + 0.25 * j for j in range(max(chunks - 1, 1))]
@@ -846,18 +951,30 @@ def test_off_macos_message_on_any_host(cli, tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------ streaming (export --stream)
 
 
-def _exported_stream_section() -> dict:
-    """The ``stream`` section and flag inputs `turbovaed export --stream` writes (exporters.add_stream_section)."""
-    from types import SimpleNamespace
+def _exported_stream_section(**v2) -> dict:
+    """The ``stream`` section and control inputs `turbovaed export --stream` writes (exporters.add_stream_section);
+    ``v2``: StreamStep protocol fields other than v1's (those the StreamStep of this checkout has)."""
+    import dataclasses
 
+    import torch
+
+    from turbo_vaed.decoders.base import StreamStep
     from turbo_vaed.exporters import add_stream_section
 
     manifest = {"inputs": [{"name": "latents", "shape": [2, 16, 4, 4], "dtype": "float16"}],
                 "outputs": [{"name": "frames", "shape": [8, 3, 32, 32], "dtype": "float16"}]}
-    step = SimpleNamespace(latent_frames=2, frames_per_chunk=8, first_chunk_skip=3, notes=["n"],
-                           states=[("state0", (2, 16, 4, 4)), ("state1", (2, 8, 32, 32))])
+    known = {f.name for f in dataclasses.fields(StreamStep)}
+    step = StreamStep(module=torch.nn.Identity(), latent_frames=2, frames_per_chunk=8, first_chunk_skip=3, notes=["n"],
+                      states=[("state0", (2, 16, 4, 4)), ("state1", (2, 8, 32, 32))],
+                      **{k: v for k, v in v2.items() if k in known})
     add_stream_section(manifest, step, "float16", None)
     return manifest
+
+
+def _loop_keys(stream: dict) -> set[str]:
+    """Keys of a ``stream`` section that change the loop: all but the descriptions and fields at a neutral value
+    (null, empty, 0, false: what an absent v2 field means)."""
+    return {k for k, v in stream.items() if k not in DESCRIPTIVE and v not in (None, [], (), 0, False)}
 
 
 def _swift_coding_keys(path: Path, type_name: str) -> set[str]:
@@ -882,9 +999,11 @@ def test_swift_reads_every_stream_field_the_exporter_writes():
     manifest_swift = LIB_DIR / "ArtifactManifest.swift"
     assert "stream" in _swift_coding_keys(manifest_swift, "ArtifactManifest")
     loop_fields = {"chunk_latent_frames", "frames_per_chunk", "first_chunk_skip", "states"}
-    assert loop_fields <= set(stream) and _swift_coding_keys(manifest_swift, "StreamSpec") == loop_fields
+    assert loop_fields <= set(stream)
+    assert _swift_coding_keys(manifest_swift, "StreamSpec") == loop_fields | set(V2_FIELDS)
+    assert _loop_keys(stream) <= loop_fields | set(V2_FIELDS)  # every field the loop needs is read
     assert _swift_coding_keys(manifest_swift, "State") == set(stream["states"][0])  # name shape dtype init next
-    assert TINY_STREAM_MANIFEST["stream"].keys() == stream.keys()  # the fixture has the exporter's layout
+    assert loop_fields <= set(TINY_STREAM_MANIFEST["stream"]) <= set(stream)  # the fixture has the exporter's layout
     # the flag inputs by the exporter's names; every state's `next` output fed back; the skip and tail rules used
     flags = [i["name"] for i in exported["inputs"][1:3]]
     source = _swift("ArtifactManifest.swift")
@@ -896,7 +1015,8 @@ def test_swift_reads_every_stream_field_the_exporter_writes():
     assert "StreamSpec.firstInput" in loop and "StreamSpec.trimInput" in loop
     assert "firstChunkSkip" in source and "framesPerLatentFrame" in source and "chunkLatentFrames" in loop
     runner = _swift("BenchmarkRunner.swift")
-    assert "measureStream" in runner and "feeder.carry(output)" in runner and "chunk.keptFrames" in runner
+    assert "measureStream" in runner and "feeder.carry(output)" in runner
+    assert "feeder.keptFrames(output, chunk: chunk)" in runner and "frames += kept" in runner
     assert '"student/coreml-\\(units.rawValue)-stream"' in runner  # the host's `student/<rt>-stream` labels
     # the default clip is the host's
     from turbo_vaed.bench.stream import DEFAULT_CLIP_LATENT_FRAMES
@@ -1049,3 +1169,353 @@ def test_stream_device_flow_with_latents(fake_mac, tmp_path):
     with pytest.raises(UserError, match="whole-chunk artifact"):
         ios.bench_iphone(ios.BenchOptions(device="iphone16pro", artifact=TINY, out_dir=tmp_path / "o",
                                           extra={"stream": True}))
+
+
+# ------------------------------------------------------------------------------------ streaming protocol v2
+
+
+def _v1_stream(k: int = 2, per: int = 4, skip: int = 3) -> dict:
+    return {"chunk_latent_frames": k, "frames_per_chunk": per * k, "first_chunk_skip": skip,
+            "states": [{"name": "state0", "shape": [1, 2, 1, 1]}]}
+
+
+def _v2_stream(controls=("first", "start", "remaining"), k: int = 2, flush: int = 1, restart_at=()) -> dict:
+    return {**_v1_stream(k), "controls": list(controls), "valid_output": "valid", "flush_chunks": flush,
+            "restart_at": list(restart_at)}
+
+
+def _zero_step(frames_per_chunk: int):
+    """A v1 step: zero frames and states; it checks it is fed latents, first, trim and its state."""
+    def call(feeds):
+        assert set(feeds) == {"latents", "first", "trim", "state0"}
+        return [np.zeros((frames_per_chunk, 1, 1, 1), np.float32), np.zeros((1, 2, 1, 1), np.float32)]
+
+    return call
+
+
+def reference_stream(stream: dict, call, latents: np.ndarray, trims) -> tuple[int, int]:
+    """(calls, frames) of turbo_vaed.streaming.run_stream (the host's loop) over ``call``; ``trims``: a bool or the
+    family's rule as a function of a segment's latent length."""
+    from turbo_vaed.streaming import run_stream
+
+    calls = []
+
+    def counted(feeds):
+        calls.append(1)
+        return call(feeds)
+
+    frames = sum(f.shape[0] for f in run_stream(counted, stream, latents, trims))
+    return len(calls), frames
+
+
+def _cog(length: int) -> bool:
+    """cogvideox's trim rule: an odd number of latent frames trims."""
+    return length % 2 == 1
+
+
+RESTARTS = ((), (3,), (8, 16), (21,), (2, 3, 13), (1,), (20, 40))
+
+
+def test_app_segments_are_the_reference_cut():
+    """StreamSpec.segments (simulated) cuts where turbo_vaed.streaming.segments does: at the listed indices, never
+    periodically, ignoring indices at or past the clip's end."""
+    from turbo_vaed.streaming import segments
+
+    for restart_at in RESTARTS:
+        for clip in (1, 2, 5, 20, 21, 22, 45):
+            assert app_segments({"restart_at": list(restart_at)}, clip) == segments(clip, restart_at), (restart_at,
+                                                                                                         clip)
+    assert app_segments({"restart_at": [21]}, 45) == [(0, 21), (21, 45)]  # not [0, 21), [21, 42), [42, 45)
+    assert app_segments({"restart_at": [21]}, 21) == [(0, 21)] == app_segments({"restart_at": None}, 21)
+    assert app_segments({}, 5) == [(0, 5)]
+
+
+def test_app_loop_is_run_stream_for_v1():
+    """The simulated app loop (app_stream) keeps what turbo_vaed.streaming.run_stream keeps for a v1 section."""
+    call = _zero_step(8)
+    for k in (1, 2, 3):
+        stream = _v1_stream(k)
+        for clip in (1, 2, 5, 16, 21):
+            for trim in (True, False):
+                got = app_stream(stream, _zero_step(4 * k), np.zeros((clip, 1, 1, 1), np.float32), trim)
+                assert got == streamed_frames(stream, clip, trim), (k, clip, trim)
+    assert app_stream(_v1_stream(), call, np.zeros((5, 1, 1, 1), np.float32), True) == (3, 17)
+    # v1 restarting at 8 and 16: every segment is a video of its own (wan: 1 + 4 (L - 1) each)
+    restarted = {**_v1_stream(), "restart_at": [8, 16]}
+    z = np.zeros((21, 1, 1, 1), np.float32)
+    assert app_stream(restarted, call, z, True) == (4 + 4 + 3, 29 + 29 + 17) == reference_stream(restarted, call, z,
+                                                                                                  True)
+    # cogvideox: segments of 8 do not trim, the last one of 5 does: one flag per segment
+    assert app_stream(restarted, call, z, (False, False, True)) == (11, 32 + 32 + 17)
+    assert app_stream(restarted, call, z, (False, False, True)) == reference_stream(restarted, call, z, _cog)
+    once = {**_v1_stream(), "restart_at": [21]}  # segments of 21 (odd: trims) and 24 (even)
+    z45 = np.zeros((45, 1, 1, 1), np.float32)
+    assert app_stream(once, call, z45, (True, False)) == (11 + 12, 81 + 96) == reference_stream(once, call, z45, _cog)
+    with pytest.raises(AssertionError, match="one per segment"):  # the apps refuse another count
+        app_plan(restarted, 21, (True, False))
+
+
+def test_v2_fixture_manifest_and_model():
+    """tiny-stream-v2 (make_fixtures.py): a valid manifest whose stream section is protocol v2 in the exporter's
+    layout, and a Core ML program with exactly its inputs and outputs, in order."""
+    from turbo_vaed.exporters.manifest import read_manifest
+
+    manifest = read_manifest(FIXTURES / "tiny-stream-v2.manifest.json")
+    stream = manifest["stream"]
+    assert stream["controls"] == ["first", "start", "remaining"] and set(stream["controls"]) <= set(CONTROLS)
+    assert (stream["valid_output"], stream["flush_chunks"], stream["restart_at"]) == ("valid", 1, [])
+    exported = _exported_stream_section(controls=("first", "start", "remaining"), valid_output=True, flush_chunks=1)
+    assert list(stream) == list(exported["stream"])  # the exporter's keys, in its order
+    names = [t["name"] for t in manifest["inputs"]]
+    assert names == ["latents", *stream["controls"], *(s["name"] for s in stream["states"])]
+    assert all(t["shape"] == [1, 1, 1, 1] for t in manifest["inputs"][1:1 + len(stream["controls"])])
+    outs = manifest["outputs"]
+    assert [o["name"] for o in outs] == ["frames", "valid", *(s["next"] for s in stream["states"])]
+    assert outs[1]["shape"] == [stream["frames_per_chunk"], 1, 1, 1]
+    assert _loop_keys(stream) <= {"chunk_latent_frames", "frames_per_chunk", "first_chunk_skip", "states",
+                                  *V2_FIELDS}
+    assert TINY_STREAM_MANIFEST["stream"].keys().isdisjoint(V2_FIELDS)  # the v1 fixture stays v1
+    ct = pytest.importorskip("coremltools")
+    spec = ct.utils.load_spec(str(TINY_STREAM_V2))
+    assert [(i.name, list(i.type.multiArrayType.shape)) for i in spec.description.input] == \
+        [(t["name"], t["shape"]) for t in manifest["inputs"]]
+    assert [o.name for o in spec.description.output] == [o["name"] for o in outs]
+    assert manifest["size_bytes"] == sum(p.stat().st_size for p in TINY_STREAM_V2.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("controls", [("first", "start", "remaining"), ("start", "remaining"),
+                                      ("start", "remaining", "trim"), ("first", "trim", "start", "remaining")])
+def test_v2_loop_keeps_the_valid_frames(controls):
+    """A step whose output lags one latent frame: the app keeps its valid rows, flushes and restarts per segment,
+    as the reference loop does."""
+    for k in (1, 2, 3):
+        for restart_at in RESTARTS:
+            for clip in (1, 2, 5, 16, 21, 45):
+                stream = _v2_stream(controls, k, restart_at=restart_at)
+                stream["frames_per_chunk"] = 4 * k
+                lengths = [b - a for a, b in app_segments(stream, clip)]
+                z = np.zeros((clip, 1, 1, 1), np.float32)
+                calls, kept = app_stream(stream, lagging_step(stream), z, True)
+                assert kept == sum(1 + 4 * (n - 1) for n in lengths), (controls, k, restart_at, clip)
+                assert calls == sum(-(-n // k) + 1 for n in lengths)
+                assert (calls, kept) == reference_stream(stream, lagging_step(stream), z, True)
+                if "trim" in controls:  # a segment that does not trim keeps every frame
+                    assert app_stream(stream, lagging_step(stream), z, False) == (calls, 4 * clip)
+                    flags = tuple(_cog(n) for n in lengths)  # one flag per segment
+                    mixed = app_stream(stream, lagging_step(stream), z, flags)
+                    assert mixed == (calls, sum(1 + 4 * (n - 1) if t else 4 * n for n, t in zip(lengths, flags,
+                                                                                               strict=True)))
+                    assert mixed == reference_stream(stream, lagging_step(stream), z, _cog)
+    # without its flush chunk the lagging step loses the last latent frame of a segment
+    short = _v2_stream(controls, flush=0)
+    assert app_stream(short, lagging_step(short), np.zeros((4, 1, 1, 1), np.float32), True) == (2, 9)
+    # controls refer to the segment: start counts from 0 and remaining is the segment's latent frames - start
+    plan = app_plan(_v2_stream(controls, restart_at=[3]), 5, True)
+    assert [c["offset"] for c in plan] == [0, 2, 4, 0, 2] and [c["flush"] for c in plan] == [0, 0, 1, 0, 1]
+    assert [control_value(c, "remaining") for c in plan] == [3, 1, -1, 2, 0]
+    assert [control_value(c, "first") for c in plan] == [1, 0, 0, 1, 0]
+    assert [c["start"] for c in plan] == [0, 2, 2, 3, 3]  # a flush chunk repeats its segment's last chunk
+    # one restart index: two segments, not a restart every 3 latent frames
+    assert [c["start"] for c in app_plan(_v2_stream(controls, restart_at=[3]), 8, True) if c["first"]] == [0, 3]
+
+
+def _fixture_step_v2():
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("make_fixtures", IOS_DIR / "Tests" / "make_fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    step = module.TinyStreamStepV2().eval()
+    names = ["latents", *TINY_STREAM_V2_MANIFEST["stream"]["controls"], "state0"]
+
+    def call(feeds):
+        with torch.no_grad():
+            return [o.numpy() for o in step(*(torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names))]
+
+    return call
+
+
+def test_v2_fixture_step_streams_as_the_swift_tests_expect():
+    """The v2 fixture's graph (before conversion), through the app's loop: the counts StreamingTests.swift asserts."""
+    call = _fixture_step_v2()
+    stream = TINY_STREAM_V2_MANIFEST["stream"]
+    clip = np.random.default_rng(0).standard_normal((21, 16, 2, 2)).astype(np.float32)
+    assert app_stream(stream, call, clip[:5], True) == (4, 17)
+    assert app_stream(stream, call, clip[:4], True)[1] == 13
+    assert app_stream(stream, call, clip[:1], True)[1] == 1
+    assert app_stream({**stream, "restart_at": [3]}, call, clip[:5], True) == (5, 9 + 5)
+    assert app_stream(stream, call, clip, True)[1] == 81
+    assert app_stream(stream, call, clip, True) == app_stream(stream, lagging_step(stream), clip, True)
+    tests = (IOS_DIR / "Tests" / "TurboVAEDBenchTests" / "StreamingTests.swift").read_text()
+    for expected in ("streamV2(clip: 5, restartAt: []).1, 17", "streamV2(clip: 4, restartAt: []).1, 13",
+                     "streamV2(clip: 5, restartAt: [3])", "XCTAssertEqual(restarted.1, 9 + 5)",
+                     'stream { $0["restart_at"] = [3] }', "XCTAssertEqual(segmented.frames, 9 + 5)"):
+        assert expected in tests
+
+
+def test_v2_fixture_program_streams_as_the_swift_tests_expect():
+    """The converted v2 fixture (its ML program, fp16 as the Neural Engine computes, through the MIL reference
+    evaluator) in the app's loop: the valid rows, flush chunk and per-segment controls the Swift tests count."""
+    from turbo_vaed.targets import coreml_mil as mr
+
+    program = mr.load_program(TINY_STREAM_V2)
+    stream = TINY_STREAM_V2_MANIFEST["stream"]
+
+    def call(feeds):
+        out = mr.evaluate(program, {n: v.astype(np.float16) for n, v in feeds.items()}, "fp16")
+        return [np.asarray(out[o["name"]], np.float32) for o in TINY_STREAM_V2_MANIFEST["outputs"]]
+
+    clip = np.random.default_rng(2).standard_normal((5, 16, 2, 2)).astype(np.float32)
+    assert app_stream(stream, call, clip, True) == (4, 17)
+    assert app_stream(stream, call, clip[:4], True)[1] == 13
+    assert app_stream({**stream, "restart_at": [3]}, call, clip, True) == (5, 9 + 5)
+
+
+def test_v2_fixture_step_agrees_with_the_reference_loop():
+    """turbo_vaed.streaming.run_stream (the host's loop) keeps the frames the app keeps from the v2 fixture, with
+    and without restarts."""
+    call = _fixture_step_v2()
+    stream = TINY_STREAM_V2_MANIFEST["stream"]
+    clip = np.random.default_rng(1).standard_normal((21, 16, 2, 2)).astype(np.float32)
+    for t in (1, 2, 4, 5, 21):
+        assert app_stream(stream, call, clip[:t], True) == reference_stream(stream, call, clip[:t], True)
+        assert app_stream(stream, call, clip[:t], True)[1] == 1 + 4 * (t - 1)
+    restarted = {**stream, "restart_at": [8, 16]}
+    assert app_stream(restarted, call, clip, True) == reference_stream(restarted, call, clip, True) == (5 + 5 + 4,
+                                                                                                        29 + 29 + 17)
+
+
+def test_exporter_v2_section_runs_in_the_app_loop():
+    """What `turbovaed export --stream` writes for a valid-output step that restarts (exporters.add_stream_section):
+    every loop field is one the apps read, and their loop over it keeps what the host's does."""
+    exported = _exported_stream_section(controls=("start", "remaining", "trim"), valid_output=True, flush_chunks=1,
+                                        restart_at=(21,))
+    stream = exported["stream"]
+    assert stream["restart_at"] == [21] and stream["controls"] == ["start", "remaining", "trim"]
+    assert "restart_every" not in stream and set(stream["controls"]) <= set(CONTROLS)
+    loop_fields = {"chunk_latent_frames", "frames_per_chunk", "first_chunk_skip", "states"}
+    assert _loop_keys(stream) == loop_fields | set(V2_FIELDS)  # every v2 field in use, and the Swift reader's keys
+    assert _swift_coding_keys(LIB_DIR / "ArtifactManifest.swift", "StreamSpec") == loop_fields | set(V2_FIELDS)
+    assert [t["name"] for t in exported["inputs"]] == ["latents", *stream["controls"], "state0", "state1"]
+    assert [t["name"] for t in exported["outputs"]] == ["frames", "valid", "state0_next", "state1_next"]
+    for clip in (5, 21, 22, 45):
+        z = np.zeros((clip, 1, 1, 1), np.float32)
+        flags = tuple(_cog(b - a) for a, b in app_segments(stream, clip))
+        assert app_stream(stream, lagging_step(stream), z, flags) == reference_stream(stream, lagging_step(stream), z,
+                                                                                       _cog)
+    from turbo_vaed.bench.options import stream_segment_trims
+
+    assert stream_segment_trims({"family": "cogvideox", "stream": stream}, 45) == (True, False)  # 21 and 24
+
+
+def test_swift_knows_every_control_and_v2_field():
+    source, loop, runner = _swift("ArtifactManifest.swift"), _swift("StreamLoop.swift"), _swift("BenchmarkRunner.swift")
+    consts = dict(re.findall(r'static let (\w+Input) = "(\w+)"', source))
+    assert set(consts.values()) == set(CONTROLS)
+    from turbo_vaed.streaming import CONTROLS as REFERENCE
+
+    known = re.search(r"knownControls = \[([^\]]*)\]", source).group(1)
+    assert [consts[c.strip()] for c in known.split(",")] == list(CONTROLS) == list(REFERENCE)
+    assert re.search(r"defaultControls = \[firstInput, trimInput\]", source)  # absent controls: v1
+    assert '"total"' not in source and "totalInput" not in source + loop  # remaining, not total
+    for name in consts:  # every control has a value per chunk
+        assert f"case StreamSpec.{name}:" in loop
+    # the v2 fields are read (absent or null: v1) and validated with one-line errors
+    for key, swift in (("controls", "controls"), ("valid_output", "validOutput"), ("flush_chunks", "flushChunks"),
+                       ("restart_at", "restartAt")):
+        assert "decodeIfPresent" in source and f"forKey: .{swift})" in source
+        assert f"stream.{key}" in source
+    assert "decodeIfPresent([Int].self, forKey: .restartAt) ?? []" in source
+    assert "restart_every" not in source + loop + runner and "restartEvery" not in source + loop + runner
+    assert "does not know" in source and "twice" in source and "is neither the latents" in source
+    assert "strictly increasing" in source and "where index <= previous" in source
+    assert "shape.first == framesPerChunk" in source  # valid_output: one value per frame
+    # segments: the clip cut at every restart index below its length
+    assert "restartAt.filter { $0 > 0 && $0 < clipLatentFrames }" in source
+    # the loop: segments, flush chunks, states reset at each segment start, controls fed by name, valid rows
+    assert "spec.segments(clipLatentFrames:" in loop and "spec.flushChunks" in loop and "flush: true" in loop
+    assert re.search(r"if chunk\.first \{\s+reset\(\)", loop)
+    assert "chunk.controlValue(control.name)" in loop and "> 0.5" in loop and "io.validName" in loop
+    assert "validOutput == nil" in loop  # the v1 counts only without a valid output
+    assert "trims.count == 1 || trims.count == segments.count" in loop  # one trim flag, or one per segment
+    assert "trims: configuration.trims" in runner and "trimLast" not in source + loop + runner
+
+
+def test_stream_launch_arguments_per_segment_trims():
+    """-trim: one value for the clip, or one per segment when the manifest's restart_at cuts it (-trim NO,NO,YES)."""
+    from turbo_vaed.bench.options import stream_segment_trims
+
+    args = ios.app_arguments("m", "o", stream_frames=21, trim=(False, False, True))
+    assert args[args.index("-trim"):args.index("-trim") + 2] == ["-trim", "NO,NO,YES"]
+    assert args[args.index("-trim") + 1] == "NO,NO,YES"
+    for one in (True, (True,), [True]):
+        assert ios.app_arguments("m", "o", stream_frames=21, trim=one)[-2:] == ["-trim", "YES"]
+    assert "-trim" not in ios.app_arguments("m", "o")
+    with pytest.raises(UserError, match="one per segment"):
+        ios.app_arguments("m", "o", stream_frames=21, trim=())
+    launched = ios.AppRun("s", "m.mlpackage", stream_frames=21, trim=(False, True)).launch_arguments()
+    assert launched[launched.index("-trim") + 1] == "NO,YES" and "-trimLast" not in launched
+    arguments = _swift("BenchArguments.swift")
+    names = set(re.findall(r'"([\w-]+)"', arguments.split("names: Set<String> = [")[1].split("]")[0]))
+    assert "trim" in names and "trimLast" not in names and "-trim YES|NO[,...]" in arguments
+    assert 'split(separator: ",", omittingEmptySubsequences: false)' in arguments  # "YES," is an error
+    assert ios.stream_segment_trims is stream_segment_trims  # one copy, in turbo_vaed.bench.options
+    wan = TINY_STREAM_V2_MANIFEST
+    cog = {**wan, "family": "cogvideox", "stream": {**wan["stream"], "restart_at": [8, 16]}}
+    assert stream_segment_trims(wan, 21) == (True,)
+    assert stream_segment_trims({**wan, "stream": {**wan["stream"], "restart_at": [8, 16]}}, 21) == (True,) * 3
+    assert stream_segment_trims(cog, 21) == (False, False, True)  # segments of 8, 8 (even) and 5 (odd)
+    assert stream_segment_trims(cog, 16) == (False, False)
+    assert stream_segment_trims(cog, 5) == (True,)  # one segment: the clip's own rule
+    assert stream_segment_trims({**cog, "stream": {**cog["stream"], "restart_at": [21]}}, 45) == (True, False)
+    assert stream_segment_trims(TINY_STREAM_MANIFEST, 16) == (True,)  # v1: one flag, as before
+
+
+def test_stream_segment_trims_cut_with_the_reference_segments(monkeypatch):
+    """The drivers' per-segment flags come from turbo_vaed.streaming.segments (the host loop's cut)."""
+    import turbo_vaed.streaming as streaming
+    from turbo_vaed.bench.options import stream_segment_trims
+
+    seen = []
+    real = streaming.segments
+
+    def spy(total, restart_at):
+        seen.append((total, restart_at))
+        return real(total, restart_at)
+
+    monkeypatch.setattr(streaming, "segments", spy)
+    assert stream_segment_trims({"family": "cogvideox", "stream": {"restart_at": [3]}}, 8) == (True, True)  # 3, 5
+    assert seen == [(8, [3])]
+
+
+def test_stream_v2_results_and_simulator_flow(cli, fake_mac, tmp_path):
+    """A v2 streaming artifact streams by itself; the results count the valid frames (here 1 + 4 (T - 1))."""
+    out = tmp_path / "v2.json"
+    res = cli("bench", "--device", "iphone16pro", TINY_STREAM_V2, "--simulator", "--json", out, "--out", tmp_path / "o")
+    assert res.code == 0, res.err
+    launched = fake_mac.launched
+    assert launched[launched.index("-streamFrames") + 1] == "21" and launched[launched.index("-trim") + 1] == "YES"
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["stream"]["frames"] == 81 == r["model"]["output_frames"]
+    assert r["settings"]["iterations"] == (11 + 1) - 1  # 11 chunks and 1 flush chunk, after the first
+    # restarting at 8 and 16, cogvideox: segments of 8 do not trim, the last one of 5 does
+    art = tmp_path / "cog" / TINY_STREAM_V2.name
+    shutil.copytree(TINY_STREAM_V2, art)
+    manifest = json.loads(json.dumps(TINY_STREAM_V2_MANIFEST))
+    manifest["family"], manifest["stream"]["restart_at"] = "cogvideox", [8, 16]
+    art.with_name("tiny-stream-v2.manifest.json").write_text(json.dumps(manifest))
+    res = cli("bench", "--device", "iphone16pro", art, "--simulator", "--json", out, "--out", tmp_path / "o")
+    assert res.code == 0, res.err
+    launched = fake_mac.launched
+    assert launched[launched.index("-trim") + 1] == "NO,NO,YES"
+    (r,) = json.loads(out.read_text())["results"]
+    assert r["stream"]["frames"] == 29 + 29 + 17  # the fixture's rule: 1 + 4 (L - 1) per segment
+    assert r["settings"]["iterations"] == (5 + 5 + 4) - 1
+    doc = app_doc(ios.AppRun("s", TINY_STREAM_V2.name, ("all",), stream_frames=5, trim=True).launch_arguments(),
+                  "iphone16pro", TINY_STREAM_V2_MANIFEST)
+    validate_results(doc)
+    parsed = ios.parse_app_results(doc, manifest=TINY_STREAM_V2_MANIFEST, simulator=False)
+    assert parsed["results"][0]["stream"]["frames"] == 17

@@ -116,14 +116,20 @@ def test_cli_decode_stream_writes_every_frame(cli, tmp_path, wan_student):
     assert read_video(tmp_path / "b.mp4")[0].shape[0] == 21 and "onnxruntime" in res.out
 
 
-def test_architectures_without_a_step_say_so():
-    """Released decoders have no streaming step yet: a one-line error, never a wrong stream."""
-    from turbo_vaed.decoders import get_architecture
-    from turbo_vaed.errors import UserError
+def test_exported_flags_stay_separate_inputs(tmp_path):
+    """cogvideox keeps every frame for even T: first = 1 with trim = 0 must decode differently from trim = 1
+    (an exporter given one tensor object for both flags may merge them into one graph input)."""
+    from turbo_vaed.targets import load_runner
 
-    for name in ("turbo-vaed", "taehv", "flash-vaed"):
-        with pytest.raises(UserError, match="no streaming step"):
-            get_architecture(name).stream_step(None, None, 1, 1, 1)
+    student = small_student("cogvideox")
+    res = export_artifact(student, "onnx", "32x32", latent_frames=2, precision="fp32", out_dir=tmp_path, stream=True)
+    runner = load_runner(res.artifact, 1)
+    for t in (2, 3, 4):
+        z = latents_for("cogvideox", t=t, h=4, w=4, seed=t)
+        got = np.concatenate(list(stream_artifact(runner, z, lambda n: as_decoder(student).arch.trims(
+            as_decoder(student).config, n))))
+        ref = full_decode(student, z)
+        assert got.shape == ref.shape and np.abs(got - ref).max() <= TOL_RUNTIME, t
 
 
 def test_cli_bench_stream_reports_a_validated_result(cli, tmp_path, wan_student):

@@ -1,10 +1,13 @@
 """Streaming decode: a video of any length, chunk by chunk, in constant memory, with exact results.
 
 One driver for every runtime: it feeds a streaming step (PyTorch, or an exported artifact through its
-runner) the latents of each chunk, the ``first``/``trim`` flags and the state tensors the previous call
-returned, drops the duplicate leading frames of a trimming first chunk, and pads the last chunk with its last
-latent frame (causal steps: later frames never change earlier ones). The manifest's ``stream`` section holds
-everything an app needs to do the same.
+runner) the latents of each chunk, its control inputs and the state tensors the previous call returned, and
+pads the last chunk with its last latent frame. Two protocols (see ``StreamStep``): the student's
+``first``/``trim`` flags (drop the duplicate leading frames of a trimming first chunk; causal, so later
+frames never change earlier ones), and ``start``/``remaining`` steps that say which rows are frames (a
+``valid`` output), need flush calls after the end when their output lags (non-causal decoders) and may
+restart at given latent frames (``restart_at``). The manifest's ``stream`` section holds everything an app needs
+to do the same.
 """
 
 from __future__ import annotations
@@ -20,37 +23,86 @@ from turbo_vaed.errors import UserError
 Call = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
 
+CONTROLS = ("first", "trim", "start", "remaining")  # the control inputs a streaming step may take, by name
+
+
 def stream_spec(step) -> dict:
     """The manifest-style ``stream`` section of a :class:`~turbo_vaed.decoders.base.StreamStep`."""
     return {"chunk_latent_frames": step.latent_frames, "frames_per_chunk": step.frames_per_chunk,
-            "first_chunk_skip": step.first_chunk_skip,
+            "first_chunk_skip": step.first_chunk_skip, "controls": list(step.controls),
+            "valid_output": "valid" if step.valid_output else None, "flush_chunks": step.flush_chunks,
+            "restart_at": list(step.restart_at),
             "states": [{"name": n, "shape": list(s), "init": "zeros", "next": f"{n}_next"} for n, s in step.states]}
 
 
-def run_stream(call: Call, spec: dict, latents: np.ndarray, trims: bool) -> Iterator[np.ndarray]:
-    """Yield frame chunks ``[n, 3, H, W]`` for latents ``[T, C, h, w]``; ``trims``: the full decode trims."""
+def _controls(spec: dict) -> list[str]:
+    names = list(spec.get("controls") or ("first", "trim"))
+    bad = [n for n in names if n not in CONTROLS]
+    if bad:
+        raise UserError(f"stream control input '{bad[0]}' is unknown (known: {', '.join(CONTROLS)}): re-export "
+                        "the artifact with this turbovaed")
+    return names
+
+
+def segments(total: int, restart_at) -> list[tuple[int, int]]:
+    """Latent-frame ranges decoded as independent videos: cut at each index of ``restart_at`` below ``total``."""
+    cuts = [0, *sorted(int(i) for i in (restart_at or ()) if 0 < int(i) < total), total]
+    return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+
+
+def run_stream(call: Call, spec: dict, latents: np.ndarray,
+               trims: bool | Callable[[int], bool]) -> Iterator[np.ndarray]:
+    """Yield frame chunks ``[n, 3, H, W]`` for latents ``[T, C, h, w]``.
+
+    ``trims``: whether the full decode of a video of that many latent frames trims its first frames (a bool for
+    the whole video, or a function of a segment's latent length).
+    """
     k = int(spec["chunk_latent_frames"])
+    names = _controls(spec)
+    valid = spec.get("valid_output")
+    flush = int(spec.get("flush_chunks") or 0)
+    if flush and not valid:
+        raise UserError("stream.flush_chunks needs a valid_output (which rows of a flush call are frames): "
+                        "re-export the artifact with this turbovaed")
     per = int(spec["frames_per_chunk"]) // k
-    states = {s["name"]: np.zeros(s["shape"], np.float32) for s in spec["states"]}
-    total = latents.shape[0]
-    for i in range(0, total, k):
-        part = latents[i : i + k]
-        n = part.shape[0]
-        if n < k:
-            part = np.concatenate([part, np.repeat(part[-1:], k - n, axis=0)])
-        first = np.full((1, 1, 1, 1), 1.0 if i == 0 else 0.0, np.float32)
-        trim = first * (1.0 if trims else 0.0)
-        outs = call({"latents": np.ascontiguousarray(part, np.float32), "first": first, "trim": trim, **states})
-        frames = outs[0][: n * per]
-        if i == 0 and trims:
-            frames = frames[int(spec["first_chunk_skip"]):]
-        states = {s["name"]: o for s, o in zip(spec["states"], outs[1:], strict=True)}
-        yield frames
+    trims_of = trims if callable(trims) else (lambda _t: bool(trims))
+    for a, b in segments(latents.shape[0], spec.get("restart_at")):
+        seg = latents[a:b]
+        total = seg.shape[0]
+        seg_trims = trims_of(total)
+        states = {s["name"]: np.zeros(s["shape"], np.float32) for s in spec["states"]}
+        n_real = -(-total // k)
+        part = seg[:k]
+        for c in range(n_real + flush):
+            i = c * k
+            if c < n_real:
+                part = seg[i : i + k]
+                n = part.shape[0]
+                if n < k:
+                    part = np.concatenate([part, np.repeat(part[-1:], k - n, axis=0)])
+            else:
+                n = 0  # a flush call: the last chunk again; only its valid rows count
+            first = 1.0 if c == 0 else 0.0
+            values = {"first": first, "trim": first * (1.0 if seg_trims else 0.0), "start": float(i),
+                      "remaining": float(total - i)}
+            feeds = {nm: np.full((1, 1, 1, 1), values[nm], np.float32) for nm in names}
+            outs = call({"latents": np.ascontiguousarray(part, np.float32), **feeds, **states})
+            if valid:
+                frames = outs[0][outs[1].reshape(-1) > 0.5]
+                rest = outs[2:]
+            else:
+                frames = outs[0][: n * per]
+                if c == 0 and seg_trims:
+                    frames = frames[int(spec["first_chunk_skip"]):]
+                rest = outs[1:]
+            states = {s["name"]: o for s, o in zip(spec["states"], rest, strict=True)}
+            if frames.shape[0]:
+                yield frames
 
 
 def torch_call(step_module: torch.nn.Module, spec: dict) -> Call:
     """A :data:`Call` running a PyTorch streaming step."""
-    names = ["latents", "first", "trim", *(s["name"] for s in spec["states"])]
+    names = ["latents", *_controls(spec), *(s["name"] for s in spec["states"])]
 
     def call(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         with torch.inference_mode():
@@ -69,10 +121,11 @@ def stream_decoder(decoder: Decoder, z: torch.Tensor, chunk: int = 2) -> Iterato
     step = decoder.arch.stream_step(decoder.module, LoweringOptions(), chunk, z.shape[3], z.shape[4])
     spec = stream_spec(step)
     x = z[0].transpose(0, 1).contiguous().float().numpy()
-    yield from run_stream(torch_call(step.module, spec), spec, x, decoder.arch.trims(decoder.config, x.shape[0]))
+    yield from run_stream(torch_call(step.module, spec), spec, x,
+                          lambda t: decoder.arch.trims(decoder.config, t))
 
 
-def stream_artifact(runner, z: torch.Tensor, trims: bool) -> Iterator[np.ndarray]:
+def stream_artifact(runner, z: torch.Tensor, trims: bool | Callable[[int], bool]) -> Iterator[np.ndarray]:
     """Stream ``z`` (1, C, T, h, w) through an exported streaming artifact (its runner)."""
     spec = runner.manifest.get("stream")
     if not spec:

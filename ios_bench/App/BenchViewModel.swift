@@ -106,7 +106,7 @@ final class BenchViewModel: ObservableObject {
         if let frames = parsed.streamFrames {
             streamFrames = frames
         }
-        streamTrim = parsed.trim
+        streamTrim = parsed.trims.first ?? true
         useAll = parsed.computeUnits.contains(.all)
         useCPUAndNeuralEngine = parsed.computeUnits.contains(.cpuAndNeuralEngine)
         useCPUAndGPU = parsed.computeUnits.contains(.cpuAndGPU)
@@ -126,7 +126,7 @@ final class BenchViewModel: ObservableObject {
         arguments.iterations = iterations
         if selectedIsStreaming {
             arguments.streamFrames = streamFrames
-            arguments.trim = streamTrim
+            arguments.trims = [streamTrim]
         }
         let stem = model.deletingPathExtension().lastPathComponent
         arguments.output = "turbovaed-bench-\(stem).json"

@@ -8,6 +8,16 @@ input ``latents`` [T=2, C=16, h=2, w=2] -> output ``frames`` [F=5, 3, 16, 16], r
 inputs ``latents`` [k=2, 16, 2, 2], ``first``/``trim`` [1, 1, 1, 1] and one state ``state0`` [1, 16, 2, 2] (the
 previous latent frame of a causal temporal conv), outputs ``frames`` [8, 3, 16, 16] and ``state0_next``, with a
 turbovaed.manifest/2 ``tiny-stream.manifest.json`` holding its ``stream`` section.
+
+``tiny-stream-v2.mlpackage`` is a streaming step of protocol v2 (``stream.controls``, ``valid_output``,
+``flush_chunks``, ``restart_at`` []): inputs ``latents`` [2, 16, 2, 2], the controls ``first``, ``start``,
+``remaining`` [1, 1, 1, 1] and ``state0``; outputs ``frames`` [8, 3, 16, 16], ``valid`` [8, 1, 1, 1] and
+``state0_next``. Its output lags one latent frame (row r shows latent frame start - 1 + r // 4) and ``valid``
+marks the rows to keep, so a segment of L latent frames streams into 1 + 4 (L - 1) frames with its one flush chunk
+(``tiny-stream-v2.manifest.json``).
+
+``python ios_bench/Tests/make_fixtures.py v2`` rewrites only the v2 fixture; ``... v2-manifest`` only its manifest
+(for the package already there: its size, sha256 and the toolchain that converted it).
 """
 
 from __future__ import annotations
@@ -118,9 +128,118 @@ def make_tiny_stream() -> None:
     print(f"wrote {out} ({size} bytes) and tiny-stream.manifest.json")
 
 
-def main() -> None:
+class TinyStreamStepV2(torch.nn.Module):
+    """Protocol v2: controls first/start/remaining, a `valid` output, frames lagging one latent frame.
+
+    Row r of `frames` shows latent frame j = start - 1 + r // 4 (the previous chunk's last latent frame comes
+    from the state); `valid` is 1 where 0 <= j < L, the segment's length (j - start < remaining = L - start),
+    except the first 3 rows of latent frame 0 (a wan-like trim), so a segment of L latent frames streams into
+    1 + 4 (L - 1) frames when one flush chunk follows it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(C, TEMPORAL * 3 * SPATIAL * SPATIAL, 1)
+        rows = torch.arange(T * TEMPORAL, dtype=torch.float32).reshape(-1, 1, 1, 1)
+        self.register_buffer("lag", torch.floor(rows / TEMPORAL) - 1)  # j - start of each row
+        self.register_buffer("lead", (rows - TEMPORAL * torch.floor(rows / TEMPORAL) < TEMPORAL - 1).float())
+
+    def forward(self, z, first, start, remaining, state0):
+        prev = first * z[:1] + (1 - first) * state0
+        x = torch.cat([prev, z])[:T]  # latent frames start - 1 ... start + k - 2
+        x = torch.nn.functional.pixel_shuffle(self.conv(x), SPATIAL)
+        x = x.reshape(T * TEMPORAL, 3, H_LAT * SPATIAL, W_LAT * SPATIAL)
+        j = start + self.lag  # [8, 1, 1, 1]
+        valid = (j >= 0) & (self.lag < remaining) & ~((j == 0) & (self.lead > 0.5))
+        return torch.tanh(x), valid.float(), z[-1:]
+
+
+V2_CONTROLS = ("first", "start", "remaining")
+
+
+def make_tiny_stream_v2() -> None:
+    import coremltools as ct
+
+    torch.manual_seed(0)
+    model = TinyStreamStepV2().eval()
+    flag = torch.ones(1, 1, 1, 1)
+    example = (torch.randn(T, C, H_LAT, W_LAT), flag, 2 * flag, 3 * flag, torch.zeros(1, C, H_LAT, W_LAT))
+    traced = torch.jit.trace(model, example)
+    names = ("latents", *V2_CONTROLS, "state0")
+    ml = ct.convert(
+        traced,
+        inputs=[ct.TensorType(name=n, shape=e.shape, dtype=np.float16) for n, e in zip(names, example, strict=True)],
+        outputs=[ct.TensorType(name="frames", dtype=np.float16), ct.TensorType(name="valid", dtype=np.float16),
+                 ct.TensorType(name="state0_next", dtype=np.float16)],
+        convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
+        compute_precision=ct.precision.FLOAT16,
+    )
+    out = FIXTURES / "tiny-stream-v2.mlpackage"
+    if out.exists():
+        shutil.rmtree(out)
+    ml.save(str(out))
+    write_tiny_stream_v2_manifest({"turbovaed": "0.1.0", "torch": torch.__version__, "coremltools": ct.__version__})
+
+
+def write_tiny_stream_v2_manifest(toolchain: dict | None = None) -> None:
+    """``tiny-stream-v2.manifest.json`` for the package there; ``toolchain`` None: the one the manifest records."""
+    out = FIXTURES / "tiny-stream-v2.mlpackage"
+    path = FIXTURES / "tiny-stream-v2.manifest.json"
+    if toolchain is None:
+        toolchain = json.loads(path.read_text())["toolchain"]
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    frames, state = [T * TEMPORAL, 3, H_LAT * SPATIAL, W_LAT * SPATIAL], [1, C, H_LAT, W_LAT]
+    flag_spec = {"shape": [1, 1, 1, 1], "dtype": "float16"}
+    manifest = {
+        "schema": "turbovaed.manifest/2", "name": "tiny-stream-v2", "artifact": "tiny-stream-v2.mlpackage",
+        "target": "coreml", "delegate": None, "preset": "16x16", "family": "wan", "width": W_LAT * SPATIAL,
+        "height": H_LAT * SPATIAL, "latent_frames": T, "output_frames": frames[0], "precision": "fp16",
+        "inputs": [{"name": "latents", "shape": [T, C, H_LAT, W_LAT], "dtype": "float16"},
+                   *({"name": n, **flag_spec} for n in V2_CONTROLS),
+                   {"name": "state0", "shape": state, "dtype": "float16"}],
+        "outputs": [{"name": "frames", "shape": frames, "dtype": "float16"},
+                    {"name": "valid", "shape": [frames[0], 1, 1, 1], "dtype": "float16"},
+                    {"name": "state0_next", "shape": state, "dtype": "float16"}],
+        "decoder": {"arch": "student", "config": {"note": "test fixture, not a Turbo-VAED student"},
+                    "checkpoint": "random"},
+        "toolchain": toolchain,
+        "report": {"op_counts": {}, "max_rank": 4, "slow_path_ops": [], "partitions": None,
+                   "non_delegated_ops": {}, "weights_bytes": C * TEMPORAL * 3 * SPATIAL * SPATIAL * 2,
+                   "gflops_per_frame": 0.0},
+        "parity": None, "size_bytes": size, "sha256": tree_sha256(out), "created": "2025-01-01T00:00:00+00:00",
+        "stream": {  # the keys of exporters.add_stream_section, in its order
+            "chunk_latent_frames": T, "frames_per_chunk": frames[0], "first_chunk_skip": TEMPORAL - 1,
+            "controls": list(V2_CONTROLS), "valid_output": "valid", "flush_chunks": 1, "restart_at": [],
+            "flags": {"first": "1.0 on the first chunk of a video (or of a restart segment), else 0.0",
+                      "start": "latent index of the chunk's first frame within the video (segment)",
+                      "remaining": "latent frames of the video (segment) from the chunk's first one on (<= 0 on "
+                                   "the flush calls)"},
+            "states": [{"name": "state0", "shape": state, "dtype": "float16", "init": "zeros",
+                        "next": "state0_next"}],
+            "tail": "pad the last chunk with copies of its last latent frame, then call flush_chunks more times; "
+                    "keep the rows of frames whose valid is > 0.5, in order",
+            "first_chunk": "nothing to drop: valid says which rows are frames",
+            "restart": None,
+            "coreml_states": "explicit inputs/outputs", "notes": ["test fixture (protocol v2)"],
+        },
+    }
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {path.name} for {out.name} ({size} bytes)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    only = (sys.argv[1:] if argv is None else argv)[:1]
+    if only == ["v2"]:
+        make_tiny_stream_v2()
+        return
+    if only == ["v2-manifest"]:
+        write_tiny_stream_v2_manifest()
+        return
     make_tiny()
     make_tiny_stream()
+    make_tiny_stream_v2()
 
 
 def make_tiny() -> None:

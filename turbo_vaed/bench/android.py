@@ -29,7 +29,9 @@ from turbo_vaed.bench.options import (
     EXPORT_TARGET,
     BenchOptions,
     stream_clip_frames,
-    stream_trims,
+    stream_segment_trims,
+    stream_trims,  # noqa: F401 (the drivers' trim rule, re-exported)
+    trim_flags,
 )
 from turbo_vaed.bench.schema import load_results
 from turbo_vaed.errors import UserError
@@ -195,12 +197,15 @@ def uninstall_cmd(adb: str, serial: str) -> list[str]:
 
 def start_cmd(adb: str, serial: str, *, model: str, runtime: str, iters: int, warmup: int, output: str,
               threads: int | None = None, latents: str | None = None, manifest: str | None = None,
-              ep: str | None = None, stream_frames: int | None = None, trim: bool | None = None) -> list[str]:
+              ep: str | None = None, stream_frames: int | None = None,
+              trim: bool | Sequence[bool] | None = None) -> list[str]:
     """``am start`` of BenchActivity with its extras; -S stops a running instance so each run is a cold start.
 
     No -W: on a locked phone the launch never completes, while the run itself goes on; the poll follows it.
     ``adb shell`` joins its arguments into one remote shell line, so string values are shell-quoted.
-    ``stream_frames``/``trim``: a streaming artifact streams a clip of that many latent frames.
+    ``stream_frames``/``trim``: a streaming artifact streams a clip of that many latent frames; ``trim``: one flag
+    for the clip (``--ei trim 0|1``), or one per segment of the clip cut at the manifest's ``restart_at``
+    (``--es trim 1,0``, when there are several).
     """
     cmd = adb_cmd(adb, serial, "shell", "am", "start", "-S", "-n", ACTIVITY,
                   "--es", "model", shlex.quote(model), "--es", "runtime", runtime,
@@ -218,8 +223,9 @@ def start_cmd(adb: str, serial: str, *, model: str, runtime: str, iters: int, wa
         if stream_frames < 1:
             raise UserError(f"--stream-frames must be >= 1, got {stream_frames}")
         cmd += ["--ei", "stream_frames", str(stream_frames)]
-    if trim is not None:
-        cmd += ["--ei", "trim", "1" if trim else "0"]
+    flags = trim_flags(trim)
+    if flags is not None:
+        cmd += ["--ei" if len(flags) == 1 else "--es", "trim", ",".join("1" if t else "0" for t in flags)]
     return cmd
 
 
@@ -566,12 +572,12 @@ def bench_android(opts: BenchOptions, run: Runner = _run, env: Mapping[str, str]
 
         output = result_name(art.path, art.runtime, int(time.time()))
         remote_result = f"{RESULTS_DIR}/{output}"
-        trim = stream_trims(art.manifest, stream_frames) if stream_frames is not None else None
+        trim = stream_segment_trims(art.manifest, stream_frames) if stream_frames is not None else None
         if stream_frames is None:
             log.print(f"[dim]running {art.runtime}: {opts.warmup} warm-up + {opts.iters} decodes[/]")
         else:
             log.print(f"[dim]running {art.runtime}: streaming a clip of {stream_frames} latent frames "
-                      f"(trim {int(trim)})[/]")
+                      f"(trim {','.join(str(int(t)) for t in trim)})[/]")
         adb(start_cmd(adb_path, device.serial, model=remote["model"], runtime=art.runtime, iters=opts.iters,
                       warmup=opts.warmup, threads=opts.threads, output=output, latents=latents_remote,
                       ep=opts.extra.get("ep"), stream_frames=stream_frames, trim=trim),

@@ -31,7 +31,9 @@ from turbo_vaed.bench.options import (
     DEFAULT_CLIP_LATENT_FRAMES,
     BenchOptions,
     stream_clip_frames,
-    stream_trims,
+    stream_segment_trims,
+    stream_trims,  # noqa: F401 (the drivers' trim rule, re-exported)
+    trim_flags,
 )
 from turbo_vaed.bench.schema import validate_results
 from turbo_vaed.errors import UserError
@@ -105,7 +107,8 @@ class AppRun:
     latents: str | None = None  # file name of the latents copied next to the model
     device_kind: str = "iphone16pro"
     stream_frames: int | None = None  # streaming artifacts: latent frames of the clip (None: whole-chunk run)
-    trim: bool | None = None  # streaming: the clip's full decode trims its first frames (the `trim` flag)
+    # streaming: whether the full decode of each segment (restart_at; else the whole clip) trims (-trim YES,NO)
+    trim: bool | tuple[bool, ...] | None = None
 
     @property
     def manifest(self) -> str:
@@ -151,10 +154,11 @@ class AppRun:
 def app_arguments(model: str, output: str, *, compute_units: Sequence[str] = ("all",), warmup: int = 1,
                   iters: int = 5, latents: str | None = None, device_kind: str | None = None,
                   exit_when_done: bool = False, stream_frames: int | None = None,
-                  trim: bool | None = None) -> list[str]:
+                  trim: bool | Sequence[bool] | None = None) -> list[str]:
     """Launch arguments for the app and the macOS command line (same parser).
 
-    ``stream_frames``/``trim``: stream a clip of that many latent frames through a streaming artifact.
+    ``stream_frames``/``trim``: stream a clip of that many latent frames through a streaming artifact; ``trim``:
+    one flag for the clip, or one per segment of the clip cut at the manifest's ``restart_at`` (``-trim NO,YES``).
     """
     for cu in compute_units:
         if cu not in COMPUTE_UNITS:
@@ -167,8 +171,9 @@ def app_arguments(model: str, output: str, *, compute_units: Sequence[str] = ("a
         args += ["-latents", latents]
     if stream_frames is not None:
         args += ["-streamFrames", str(stream_frames)]
-    if trim is not None:
-        args += ["-trim", "YES" if trim else "NO"]
+    flags = trim_flags(trim)
+    if flags is not None:
+        args += ["-trim", ",".join("YES" if t else "NO" for t in flags)]
     if device_kind:
         args += ["-deviceKind", device_kind]
     if exit_when_done:
@@ -700,10 +705,11 @@ def bench_iphone(opts: BenchOptions) -> dict:
     with tempfile.TemporaryDirectory(prefix="turbovaed-ios-") as tmp:
         work = Path(tmp)
         latents, stream_frames = _latents_for_run(opts, manifest, work, run_id, stream_frames)
+        trim = stream_segment_trims(manifest, stream_frames) if stream_frames else None
         run = AppRun(run_id=run_id, model=artifact.name, compute_units=tuple(opts.compute_units),
                      warmup=opts.warmup, iters=opts.iters, latents=latents.name if latents else None,
                      device_kind="ios-simulator" if opts.simulator else "iphone16pro", stream_frames=stream_frames,
-                     trim=stream_trims(manifest, stream_frames) if stream_frames else None)
+                     trim=trim)
         if opts.simulator:
             path, where = run_on_simulator(app, artifact, latents, run, timeout)
         else:
@@ -741,7 +747,7 @@ def bench_mac_swift(opts: BenchOptions) -> dict:
     stream_frames = stream_request(opts, manifest, artifact)
     with tempfile.TemporaryDirectory(prefix="turbovaed-mac-") as tmp:
         latents, stream_frames = _latents_for_run(opts, manifest, Path(tmp), run_id, stream_frames)
-        trim = stream_trims(manifest, stream_frames) if stream_frames else None
+        trim = stream_segment_trims(manifest, stream_frames) if stream_frames else None
         args = app_arguments(str(artifact.resolve()), str(output), compute_units=opts.compute_units,
                              warmup=opts.warmup, iters=opts.iters, latents=str(latents) if latents else None,
                              device_kind="mac", stream_frames=stream_frames, trim=trim)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,3 +68,26 @@ def stream_trims(manifest: dict, clip_latent_frames: int) -> bool:
     from turbo_vaed.families import get_family
 
     return get_family(manifest["family"]).trims(clip_latent_frames)
+
+
+def stream_segment_trims(manifest: dict, clip_latent_frames: int) -> tuple[bool, ...]:
+    """The ``trim`` flag of each segment a streamed clip is decoded as: the clip cut at the manifest's
+    ``stream.restart_at`` (:func:`turbo_vaed.streaming.segments`; no restart: one segment, the whole clip), each
+    segment a video of its own, so the family's rule at that segment's length. The apps take one flag per segment
+    (ios_bench ``-trim YES,NO``, android_bench ``--es trim 1,0``) and check the count against their own cut."""
+    from turbo_vaed.streaming import segments
+
+    cuts = segments(clip_latent_frames, (manifest.get("stream") or {}).get("restart_at"))
+    return tuple(stream_trims(manifest, b - a) for a, b in cuts)
+
+
+def trim_flags(trim: bool | Sequence[bool] | None) -> tuple[bool, ...] | None:
+    """A driver's ``trim`` argument as the apps' per-segment flags: a bool is one flag for every segment."""
+    if trim is None:
+        return None
+    flags = (bool(trim),) if isinstance(trim, bool) else tuple(bool(t) for t in trim)
+    if not flags:
+        from turbo_vaed.errors import UserError
+
+        raise UserError("trim needs one flag, or one per segment of the streamed clip")
+    return flags

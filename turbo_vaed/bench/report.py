@@ -60,7 +60,9 @@ def print_results(doc: dict, title: str = "benchmark", console: Console | None =
         s = r.get("stream")
         if s:
             console.print(f"{r['label']}: {s['latent_frames']} latent frames in chunks of {s['chunk_latent_frames']} "
-                          f"-> {s['frames']} frames; first chunk {s['first_chunk_ms']:.0f} ms, steady "
+                          f"-> {s['frames']} frames; first chunk {s['first_chunk_ms']:.0f} ms"
+                          + (f", first frame after {s['first_frame_ms']:.0f} ms ({s.get('calls', '?')} calls in all)"
+                             if "first_frame_ms" in s else "") + ", steady "
                           f"{s['steady_chunk_ms']['p50']:.0f} ms/chunk (p50), sustained {s['sustained_fps']:.2f} FPS, "
                           f"peak {r['peak_memory_bytes'] / 2**20:.0f} MB")
     for c in doc.get("comparisons", []):

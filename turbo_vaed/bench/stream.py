@@ -69,16 +69,19 @@ def bench_stream(opts: BenchOptions) -> dict:
                 return out
 
             t_clip = time.perf_counter()
+            first_frame_ms = None
             for out in run_stream(timed, runner.manifest["stream"], x, trims):
                 if not np.isfinite(out).all():
                     raise UserError(f"{art.name} produced NaN/Inf frames from finite latents: re-export it")
+                if first_frame_ms is None:
+                    first_frame_ms = (time.perf_counter() - t_clip) * 1e3
                 frames += out.shape[0]
             wall = time.perf_counter() - t_clip
         steady = times[1:] or times
         lat = latency_summary(steady)
         m = runner.manifest
         results.append({
-            "label": f"student/{rt}-stream",
+            "label": f"{dec.arch.name}/{rt}-stream",
             "device": host_device("host"),
             "runtime": {"name": rt, "version": str(runner.version), "compute_units": None, "delegate": delegate,
                         "threads": threads, "precision": m["precision"]},
@@ -96,7 +99,8 @@ def bench_stream(opts: BenchOptions) -> dict:
                                 f"({mem.method}) in the bench process, {mem.baseline / 2**20:.0f} MB before load"]),
             "stream": {"chunk_latent_frames": chunk, "latent_frames": clip, "frames": frames,
                        "first_chunk_ms": round(times[0], 2), "steady_chunk_ms": lat,
-                       "sustained_fps": frames / max(wall, 1e-9)},
+                       "sustained_fps": frames / max(wall, 1e-9), "calls": len(times),
+                       "first_frame_ms": round(first_frame_ms or 0.0, 2)},
         })
         if frames != dec.frames_out(clip):
             raise UserError(f"{art.name} streamed {frames} frames for {clip} latent frames, the decoder's rule says "

@@ -41,6 +41,12 @@ class StreamStep:
     ``states``: (name, shape) of each state tensor, all initialised to zeros and fed back from the outputs
     named ``<name>_next``; ``first``/``trim`` are [1, 1, 1, 1] flags (see the architecture's docs);
     ``first_chunk_skip``: leading frames of a trimming first chunk to drop.
+
+    Two protocols. ``controls`` ``("first", "trim")`` (the project's student): frames are the chunk's frames,
+    the app applies the frame rule. ``("start", "remaining"[, "trim"])`` (steps built on
+    :mod:`turbo_vaed.decoders.timeline`): the module returns ``(frames, valid, *states)`` and the app keeps the
+    rows where ``valid`` > 0.5, calls ``flush_chunks`` more times after the last chunk (a non-causal decoder's
+    output lags), and restarts (states reset, ``start`` from 0) at each latent index in ``restart_at``.
     """
 
     module: nn.Module
@@ -49,6 +55,10 @@ class StreamStep:
     states: list[tuple[str, tuple[int, ...]]]
     first_chunk_skip: int
     notes: list[str] = field(default_factory=list)
+    controls: tuple[str, ...] = ("first", "trim")
+    valid_output: bool = False
+    flush_chunks: int = 0
+    restart_at: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from turbo_vaed.decoders.base import Architecture, Imported, LoadReport, read_weights_file
+from turbo_vaed.decoders.timeline import Clock, ClockedStep, Timeline, clocked_stream_step
 from turbo_vaed.errors import UserError
 from turbo_vaed.lowering import LoweringOptions, silu, spatial_shuffle
 
@@ -810,9 +811,18 @@ class TimeConv(nn.Module):
             return torch.cat([x[:1]] * n + [x], dim=0)
         return torch.cat([x[:1]] * (n // 2) + [x] + [x[-1:]] * (n // 2), dim=0)
 
+    def time_pad(self) -> tuple[int, int, str]:
+        """(front, back, mode) of this conv's time padding, as :meth:`Timeline.pad` takes it."""
+        n = self.kt - 1
+        if self.pad == "same":
+            return n // 2, n // 2, "replicate"
+        return n, 0, "zeros" if self.pad == "zeros" else "replicate"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = x.shape[0]
-        xp = self._padded(x)
+        return self.from_padded(self._padded(x), x.shape[0])
+
+    def from_padded(self, xp: torch.Tensor, t: int) -> torch.Tensor:
+        """The ``t`` output frames of time-padded input frames ``xp`` (``t + kt - 1`` of them)."""
         if self.taps is None:
             if self.kt > 1:
                 xp = torch.cat([xp[j : j + t] for j in range(self.kt)], dim=1)
@@ -1144,6 +1154,95 @@ class MobileFlashLTX(_MobileBase):
         return self._out(spatial_shuffle(x, self.patch_size, self.shuffle))
 
 
+# ------------------------------------------------------------------------------------------------ streaming
+
+
+def _time_conv(tl: Timeline, m: nn.Module, x: torch.Tensor, clk: Clock) -> tuple[torch.Tensor, Clock]:
+    """Any lowered conv of this module through the timeline (per-frame convs pass straight through)."""
+    if isinstance(m, SeparableTimeConv):
+        if m.depthwise is None:
+            return m.pointwise(x), clk
+        y, clk = _time_conv(tl, m.depthwise, x, clk)
+        return m.pointwise(y), clk
+    if isinstance(m, TimeConv) and m.kt > 1:
+        front, back, mode = m.time_pad()
+        xp, out = tl.pad(x, clk, front, back, mode)
+        return m.from_padded(xp, x.shape[0]), out
+    return m(x), clk
+
+
+def _residual(tl: Timeline, b: nn.Module, x: torch.Tensor, clk: Clock) -> tuple[torch.Tensor, Clock]:
+    """norm1 -> SiLU -> conv1 -> norm2 -> SiLU -> conv2, plus the shortcut delayed to the branch's clock."""
+    h, c = _time_conv(tl, b.conv1, silu(b.norm1(x)), clk)
+    h, c = _time_conv(tl, b.conv2, silu(b.norm2(h)), c)
+    sc = clk
+    if isinstance(b, MobileLTXResnet):
+        if b.norm3 is not None:
+            x = b.shortcut(b.norm3(x))  # per frame
+    elif b.shortcut is not None:
+        x, sc = _time_conv(tl, b.shortcut, x, clk)
+    return h + tl.delay(x, sc, c), c
+
+
+class FlashWanStep(ClockedStep):
+    """Streaming step of :class:`MobileFlashWan`: causal zero-padded time convs carry their last kt-1 input
+    frames; the temporal upsampler's first latent frame passes through as one frame (the official 'Rep' cache);
+    the official decode's restart at latent frame 21 is the manifest's ``restart_at``."""
+
+    def __init__(self, mobile: MobileFlashWan) -> None:
+        super().__init__()
+        self.mobile = mobile
+
+    def resample(self, tl: Timeline, r: MobileWanResample, x: torch.Tensor, clk: Clock) -> tuple[torch.Tensor, Clock]:
+        if r.time_conv is None:
+            return r.up(x), clk
+        t, c, h, w = x.shape
+        y, _ = _time_conv(tl, r.time_conv, x, clk.tail(1))  # the time conv sees frames 1.. only
+        y = y.reshape(2 * t, c, h, w)
+        up = clk.up(2, 1)
+        return r.up(tl.override_first(y, up, x, clk)), up
+
+    def walk(self, z: torch.Tensor, tl: Timeline) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.mobile
+        body = m.body
+        x, clk = _time_conv(tl, body.conv1, m.conv2(z), Clock())
+        for layer in body.layers:
+            if isinstance(layer, MobileWanResBlockFast):
+                x, clk = _residual(tl, layer, x, clk)
+            elif isinstance(layer, MobileWanResample):
+                x, clk = self.resample(tl, layer, x, clk)
+            else:  # per-frame attention / 2D residual blocks
+                x = layer(x)
+        x, clk = _time_conv(tl, body.head_conv, silu(body.head_norm(x)), clk)
+        return tl.emit(m._out(x), clk)
+
+
+class FlashLTXStep(ClockedStep):
+    """Streaming step of :class:`MobileFlashLTX`: causal (or 'same', then non-causal: the output lags) replicate
+    time padding; each upsampler doubles the frames and drops the sequence's first."""
+
+    def __init__(self, mobile: MobileFlashLTX) -> None:
+        super().__init__()
+        self.mobile = mobile
+
+    def walk(self, z: torch.Tensor, tl: Timeline) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.mobile
+        if m.scaled:
+            z = z * m.inv_scale
+        x, clk = _time_conv(tl, m.conv_in, z, Clock())
+        for layer in m.layers:
+            if isinstance(layer, MobileLTXResnet):
+                x, clk = _residual(tl, layer, x, clk)
+                continue
+            y, clk = _time_conv(tl, layer.conv, x, clk)
+            t, c8, h, w = y.shape
+            y = y.reshape(2 * t, c8 // 2, h, w)
+            clk = clk.up(2, 1)
+            x = spatial_shuffle(y, 2, layer.shuffle)
+        x, clk = _time_conv(tl, m.conv_out, silu(m.norm_out(x)), clk)
+        return tl.emit(m._out(spatial_shuffle(x, m.patch_size, m.shuffle)), clk)
+
+
 # ------------------------------------------------------------------------------------------------ full-size configs
 
 # models/flash-vaed/<variant>.json: the released decoders' configs as data (what a benchmark builds with random
@@ -1350,6 +1449,19 @@ class FlashVAEDArchitecture(Architecture):
             if isinstance(module, FlashVAEDLTX):
                 return MobileFlashLTX(module, opts).float().eval()
         raise TypeError(f"flash-vaed lowers FlashVAEDWan / FlashVAEDLTX modules, got {type(module).__name__}")
+
+    def stream_step(self, module: nn.Module, options: LoweringOptions, latent_frames: int, h: int, w: int):
+        mobile = self.lower(module, options)
+        cfg = module.cfg
+        c = self.latent_channels(cfg)
+        if isinstance(mobile, MobileFlashWan):
+            return clocked_stream_step(FlashWanStep(mobile), (latent_frames, c, h, w),
+                                       ["causal zero-padded time convs: each carries its last kt-1 input frames",
+                                        f"the official decode restarts at latent frame {WAN_CACHE_RESET}"],
+                                       restart_at=(WAN_CACHE_RESET,))
+        kind = "causal" if cfg.decoder_causal else "non-causal ('same' replicate padding)"
+        return clocked_stream_step(FlashLTXStep(mobile), (latent_frames, c, h, w),
+                                   [f"{kind} time convs: each carries its last kt-1 input frames"])
 
     def owns(self, module: nn.Module) -> bool:
         return isinstance(module, FlashVAEDWan | FlashVAEDLTX)

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from turbo_vaed.decoders.base import Architecture, Imported, read_weights_file
+from turbo_vaed.decoders.timeline import Clock, ClockedStep, Timeline, clocked_stream_step
 from turbo_vaed.errors import UserError
 from turbo_vaed.lowering import LoweringOptions, spatial_shuffle
 
@@ -537,6 +538,41 @@ class MobileTAEHV(nn.Module):
         return torch.clamp(x, 0.0, RELU6) / self.six
 
 
+class TAEHVStep(ClockedStep):
+    """Streaming step of :class:`MobileTAEHV`: each memory block carries the previous input frame (zeros before
+    the first), TGrow reshapes rows into frames; ``trim`` (1.0 on the first chunk of a trimming decode) marks the
+    first ``frames_to_trim`` frames as not kept. Causal: no output lag."""
+
+    controls = ("start", "remaining", "trim")
+
+    def __init__(self, mobile: MobileTAEHV) -> None:
+        super().__init__()
+        self.mobile = mobile
+        self.register_buffer("trim_frames", torch.full((1, 1, 1, 1), float(mobile.cfg.frames_to_trim)))
+
+    @staticmethod
+    def memory(tl: Timeline, b: MobileMemoryBlock, x: torch.Tensor, clk: Clock) -> torch.Tensor:
+        xp, _ = tl.pad(x, clk, 1, 0, "zeros")
+        h = torch.relu(b.conv0(torch.cat([x, xp[: x.shape[0]]], 1)))
+        h = torch.relu(b.conv1(h))
+        return torch.relu(b.conv2(h) + x)
+
+    def walk(self, z: torch.Tensor, tl: Timeline) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.mobile
+        x = torch.tanh(z / m.three) * m.three
+        x = torch.relu(m.conv_in(x))
+        clk = Clock()
+        for blocks, grow, proj in zip(m.blocks, m.grows, m.projs, strict=True):
+            for b in blocks:
+                x = self.memory(tl, b, x, clk)
+            x = grow(x)
+            clk = clk.up(grow.stride)
+            x = proj(x)
+        x = m.conv_out(torch.relu(x))
+        x = spatial_shuffle(x, m.cfg.patch_size, m.options.shuffle)
+        return tl.emit(torch.clamp(x, 0.0, RELU6) / m.six, clk, tl.trim * self.trim_frames)
+
+
 # ---------------------------------------------------------------------------------------------- architecture
 def _collapse_encoder(keys: tuple[str, ...]) -> tuple[str, ...]:
     enc = [k for k in keys if k.startswith("encoder.")]
@@ -606,6 +642,12 @@ class TAEHVArchitecture(Architecture):
             raise TypeError(f"the taehv architecture lowers a TAEHVDecoder, got {type(module).__name__}")
         with torch.no_grad():
             return MobileTAEHV(module, options or LoweringOptions()).float().eval()
+
+    def stream_step(self, module: nn.Module, options: Any, latent_frames: int, h: int, w: int):
+        cfg = module.cfg
+        return clocked_stream_step(TAEHVStep(self.lower(module, options)),
+                                   (latent_frames, cfg.latent_channels, h, w),
+                                   ["memory blocks: each carries its previous input frame (zeros before the first)"])
 
     # ---- import
     def _config(self, weights: Path, config: Path | None, variant: str | None) -> tuple[TAEHVConfig, str]:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from turbo_vaed.decoders.base import Architecture, Imported, read_weights_file
+from turbo_vaed.decoders.timeline import Clock, ClockedStep, Timeline, clocked_stream_step
 from turbo_vaed.errors import UserError
 from turbo_vaed.families import FAMILIES
 from turbo_vaed.lowering import LoweringOptions, spatial_shuffle
@@ -520,11 +521,13 @@ class MobileConv(nn.Module):
         self.bias = nn.Parameter(src.conv.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = x.shape[0]
+        return self.from_padded(_pad_frames(x, *self.pad_t), x.shape[0])
+
+    def from_padded(self, xp: torch.Tensor, t: int) -> torch.Tensor:
+        """The ``t`` output frames of time-padded input frames ``xp`` (``t + k - 1`` of them)."""
         if self.k > 1:
-            xp = _pad_frames(x, *self.pad_t)
-            x = torch.cat([xp[j:j + t] for j in range(self.k)], dim=1)
-        return F.conv2d(x, self.weight, self.bias, padding=self.pad)
+            xp = torch.cat([xp[j:j + t] for j in range(self.k)], dim=1)
+        return F.conv2d(xp, self.weight, self.bias, padding=self.pad)
 
     def permute_out(self, perm: torch.Tensor) -> None:
         """Reorder the output channels (``out_new[i] = out_old[perm[i]]``)."""
@@ -548,8 +551,10 @@ class MobileSeparable(nn.Module):
         self.pw_bias = nn.Parameter(pw.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = x.shape[0]
-        xp = _pad_frames(x, *self.pad_t)
+        return self.from_padded(_pad_frames(x, *self.pad_t), x.shape[0])
+
+    def from_padded(self, xp: torch.Tensor, t: int) -> torch.Tensor:
+        """The ``t`` output frames of time-padded input frames ``xp`` (``t + k - 1`` of them)."""
         y = F.conv2d(xp[0:t], self.taps[0], self.dw_bias, padding=self.pad, groups=self.groups)
         for j in range(1, self.k):
             y = y + F.conv2d(xp[j:j + t], self.taps[j], None, padding=self.pad, groups=self.groups)
@@ -656,6 +661,54 @@ class MobileTurboVAED(nn.Module):
             if isinstance(m, MobileNorm):
                 x = _silu(x)
         return self.conv_out(x)
+
+
+# ---------------------------------------------------------------------------------------------- streaming
+
+
+class TurboVAEDStep(ClockedStep):
+    """Streaming step of :class:`MobileTurboVAED`: every temporal conv pads through the timeline (replicate
+    edges, non-causal convs look one frame ahead, so the output lags and residuals are delayed to match)."""
+
+    def __init__(self, mobile: MobileTurboVAED) -> None:
+        super().__init__()
+        self.mobile = mobile
+
+    @staticmethod
+    def conv(tl: Timeline, m: nn.Module, x: torch.Tensor, clk: Clock) -> tuple[torch.Tensor, Clock]:
+        if m.k == 1:
+            return m(x), clk
+        xp, out = tl.pad(x, clk, *m.pad_t, "replicate")
+        return m.from_padded(xp, x.shape[0]), out
+
+    def resblock(self, tl: Timeline, b: MobileResBlock, x: torch.Tensor, clk: Clock) -> tuple[torch.Tensor, Clock]:
+        h = b.norm1(x)
+        h = torch.relu(h) if b.relu else _silu(h)
+        h, c = self.conv(tl, b.conv1, h, clk)
+        h, c = self.conv(tl, b.conv2, _silu(b.norm2(h)), c)
+        if b.norm3 is not None:
+            x = b.shortcut(b.norm3(x))  # 1x1x1: no time padding
+        return h + tl.delay(x, clk, c), c
+
+    def walk(self, z: torch.Tensor, tl: Timeline) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.mobile
+        x, clk = self.conv(tl, m.conv_in, z, Clock())
+        for layer in m.layers:
+            if isinstance(layer, MobileResBlock):
+                x, clk = self.resblock(tl, layer, x, clk)
+                continue
+            y, clk = self.conv(tl, layer.conv, x, clk)
+            t, c, h, w = y.shape
+            if layer.s_t > 1:
+                y = y.reshape(t * layer.s_t, c // layer.s_t, h, w)
+                clk = clk.up(layer.s_t, layer.s_t - 1 if layer.drop else 0)
+            x = spatial_shuffle(y, 2, layer.shuffle)
+        for h in m.head:
+            x = h(x)
+            if isinstance(h, MobileNorm):
+                x = _silu(x)
+        x, clk = self.conv(tl, m.conv_out, x, clk)
+        return tl.emit(x, clk)
 
 
 # ---------------------------------------------------------------------------------------------- import
@@ -898,6 +951,13 @@ class TurboVAEDArchitecture(Architecture):
             raise TypeError(f"turbo-vaed lower() takes a TurboVAEDDecoder, got {type(module).__name__}")
         with torch.no_grad():
             return MobileTurboVAED(module, options or LoweringOptions()).float().eval()
+
+    def stream_step(self, module: nn.Module, options: Any, latent_frames: int, h: int, w: int):
+        step = TurboVAEDStep(self.lower(module, options))
+        cfg = module.cfg
+        kind = "causal" if cfg.decoder_causal else "non-causal (one frame of look-ahead per temporal conv)"
+        return clocked_stream_step(step, (latent_frames, cfg.latent_channels, h, w),
+                                   [f"{kind} replicate-padded temporal convs: each carries its last k-1 input frames"])
 
 
 ARCH = TurboVAEDArchitecture()

@@ -57,24 +57,50 @@ def _commit(files: list[Path], out_dir: Path, tmp: Path) -> None:
         os.replace(src, dest)
 
 
+CONTROL_DOCS = {
+    "first": "1.0 on the first chunk of a video (or of a restart segment), else 0.0",
+    "trim": "1.0 on the first chunk when the full decode of the whole video (segment) trims (turbovaed decode: the "
+            "family's frame rule at the video's latent length), else 0.0",
+    "start": "latent index of the chunk's first frame within the video (segment): chunk index * "
+             "chunk_latent_frames",
+    "remaining": "latent frames of the video (segment) from the chunk's first one on: total - start (<= 0 on the "
+                 "flush calls)",
+}
+
+
 def add_stream_section(manifest: dict, step, io_dtype: str, dec: Decoder) -> None:
     """Name every input/output of a streaming step and say how an app carries the state between calls."""
     flag = {"shape": [1, 1, 1, 1], "dtype": io_dtype}
-    manifest["inputs"] += [{"name": "first", **flag}, {"name": "trim", **flag}]
+    manifest["inputs"] += [{"name": n, **flag} for n in step.controls]
     manifest["inputs"] += [{"name": n, "shape": list(s), "dtype": io_dtype} for n, s in step.states]
+    if step.valid_output:
+        manifest["outputs"] += [{"name": "valid", "shape": [step.frames_per_chunk, 1, 1, 1], "dtype": io_dtype}]
     manifest["outputs"] += [{"name": f"{n}_next", "shape": list(s), "dtype": io_dtype} for n, s in step.states]
+    if step.valid_output:
+        tail = ("pad the last chunk with copies of its last latent frame, then call flush_chunks more times (the "
+                "last chunk again, start advancing by chunk_latent_frames); keep the rows of frames whose valid "
+                "is > 0.5, in order")
+        first = "nothing to drop: valid says which rows are frames"
+    else:
+        tail = ("pad the last chunk with copies of its last latent frame; keep the first n * frames_per_chunk / "
+                "chunk_latent_frames frames of its output")
+        first = f"drop the first {step.first_chunk_skip} frames of the first chunk when trim = 1"
     manifest["stream"] = {
         "chunk_latent_frames": step.latent_frames,
         "frames_per_chunk": step.frames_per_chunk,
         "first_chunk_skip": step.first_chunk_skip,
-        "flags": {"first": "1.0 on the first chunk of a video, else 0.0",
-                  "trim": "1.0 on the first chunk when the full decode of the whole video trims (turbovaed "
-                          "decode: the family's frame rule at the video's latent length), else 0.0"},
+        "controls": list(step.controls),
+        "valid_output": "valid" if step.valid_output else None,
+        "flush_chunks": step.flush_chunks,
+        "restart_at": list(step.restart_at),
+        "flags": {n: CONTROL_DOCS[n] for n in step.controls},
         "states": [{"name": n, "shape": list(s), "dtype": io_dtype, "init": "zeros", "next": f"{n}_next"}
                    for n, s in step.states],
-        "tail": "pad the last chunk with copies of its last latent frame; keep the first n * frames_per_chunk / "
-                "chunk_latent_frames frames of its output",
-        "first_chunk": f"drop the first {step.first_chunk_skip} frames of the first chunk when trim = 1",
+        "tail": tail,
+        "first_chunk": first,
+        "restart": (f"at latent frame(s) {', '.join(map(str, step.restart_at))} the video restarts: reset the states "
+                    "to their init values and count start/remaining within the new segment") if step.restart_at
+        else None,
         "coreml_states": "explicit inputs/outputs (iOS 18 ct.StateType not used: every runtime takes the same graph)",
         "notes": step.notes,
     }
@@ -152,10 +178,10 @@ def export_artifact(decoder: Decoder | torch.nn.Module, target: str, res: str | 
         step = dec.arch.stream_step(dec.module, opts, t, in_shape[2], in_shape[3])
         graph = step.module
         out_shape = (step.frames_per_chunk, 3, height, width)
-        one = torch.ones(1, 1, 1, 1)
-        example = (example, one, one, *(torch.zeros(s) for _, s in step.states))
-        io = GraphIO(("latents", "first", "trim", *(n for n, _ in step.states)),
-                     ("frames", *(f"{n}_next" for n, _ in step.states)))
+        # a distinct tensor per control input: an exporter may merge inputs that are the same tensor object
+        example = (example, *(torch.ones(1, 1, 1, 1) for _ in step.controls), *(torch.zeros(s) for _, s in step.states))
+        io = GraphIO(("latents", *step.controls, *(n for n, _ in step.states)),
+                     ("frames", *(("valid",) if step.valid_output else ()), *(f"{n}_next" for n, _ in step.states)))
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp{os.getpid()}.", suffix=".tmp", dir=out_dir))
     try:

@@ -4,7 +4,8 @@ import Foundation
 /// `-model turbovaed/wan-256p.mlpackage -computeUnits all,cpuAndNeuralEngine -warmup 2 -iters 10
 ///  -latents turbovaed/z.npy -output turbovaed/results.json -exitWhenDone YES`.
 /// Relative paths are under the app's Documents folder. Unknown arguments (Xcode adds some) are ignored.
-/// A streaming artifact (`turbovaed export --stream`) is streamed over a clip: `-streamFrames 21 -trim YES`.
+/// A streaming artifact (`turbovaed export --stream`) is streamed over a clip: `-streamFrames 21 -trim YES`
+/// (`-trim NO,YES`: one value per segment when the manifest's `restart_at` cuts the clip into segments).
 public struct BenchArguments: Equatable, Sendable {
     public var model: String
     public var computeUnits: [ComputeUnitsOption] = [.all]
@@ -19,9 +20,10 @@ public struct BenchArguments: Equatable, Sendable {
     public var exitWhenDone: Bool = false
     /// Latent frames of the clip a streaming artifact decodes chunk by chunk (nil: the latents file's, else 21).
     public var streamFrames: Int? = nil
-    /// Streaming: the clip's full decode trims its first frames (the `trim` flag; wan/hunyuan/ltx always,
-    /// cogvideox for an odd number of latent frames).
-    public var trim: Bool = true
+    /// Streaming: whether the full decode of each segment of the clip (the whole clip without `restart_at`) trims
+    /// its first frames (the `trim` control; wan/hunyuan/ltx always, cogvideox for an odd number of latent frames):
+    /// one value per segment, or one for every segment.
+    public var trims: [Bool] = [true]
 
     public init(model: String) {
         self.model = model
@@ -49,8 +51,9 @@ public struct BenchArguments: Equatable, Sendable {
         -exitWhenDone YES|NO   quit after writing the JSON (default NO)
         -streamFrames N        streaming artifacts (export --stream): latent frames of the clip to stream
                                (default: the latents file's, else 21); an error for a whole-chunk artifact
-        -trim YES|NO           streaming: the clip's full decode trims its first frames (default YES;
-                               cogvideox: YES for an odd number of latent frames only)
+        -trim YES|NO[,...]     streaming: the clip's full decode trims its first frames (default YES;
+                               cogvideox: YES for an odd number of latent frames only); with the manifest's
+                               restart_at, one value per segment (comma-separated) or one for all
         """
 
     /// Parse launch arguments (without the executable path). Nil when there is no `-model`: the app then
@@ -111,7 +114,9 @@ public struct BenchArguments: Equatable, Sendable {
             parsed.streamFrames = try integer(text, name: "-streamFrames", minimum: 1)
         }
         if let text = values["trim"] {
-            parsed.trim = try boolean(text, name: "-trim")
+            parsed.trims = try text.split(separator: ",", omittingEmptySubsequences: false).map {
+                try boolean(String($0), name: "-trim")
+            }
         }
         return parsed
     }
@@ -141,7 +146,7 @@ public struct BenchArguments: Equatable, Sendable {
         let configuration = BenchConfiguration(
             modelURL: modelURL, computeUnits: computeUnits, warmup: warmup, iterations: iterations,
             latents: source, deviceKind: deviceKind, computePlan: computePlan, keepSamples: keepSamples,
-            streamFrames: streamFrames, trim: trim
+            streamFrames: streamFrames, trims: trims
         )
         try configuration.validate()
         return configuration

@@ -324,6 +324,10 @@ public struct StreamSummary: Codable, Equatable, Sendable {
     public var steadyChunkMs: ChunkLatencySummary
     /// `frames` / wall time of the whole clip (inputs, predictions, state hand-over).
     public var sustainedFps: Double
+    /// Wall time from the first prediction to the first kept frame (a lagging non-causal step: several calls).
+    public var firstFrameMs: Double?
+    /// Predictions for the whole clip, flush chunks included.
+    public var calls: Int?
 
     enum CodingKeys: String, CodingKey {
         case chunkLatentFrames = "chunk_latent_frames"
@@ -332,16 +336,21 @@ public struct StreamSummary: Codable, Equatable, Sendable {
         case firstChunkMs = "first_chunk_ms"
         case steadyChunkMs = "steady_chunk_ms"
         case sustainedFps = "sustained_fps"
+        case firstFrameMs = "first_frame_ms"
+        case calls = "calls"
     }
 
     public init(chunkLatentFrames: Int, latentFrames: Int, frames: Int, firstChunkMs: Double,
-                steadyChunkMs: ChunkLatencySummary, sustainedFps: Double) {
+                steadyChunkMs: ChunkLatencySummary, sustainedFps: Double, firstFrameMs: Double? = nil,
+                calls: Int? = nil) {
         self.chunkLatentFrames = chunkLatentFrames
         self.latentFrames = latentFrames
         self.frames = frames
         self.firstChunkMs = firstChunkMs
         self.steadyChunkMs = steadyChunkMs
         self.sustainedFps = sustainedFps
+        self.firstFrameMs = firstFrameMs
+        self.calls = calls
     }
 }
 

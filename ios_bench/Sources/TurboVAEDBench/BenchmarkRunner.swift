@@ -21,12 +21,13 @@ public struct BenchConfiguration: Equatable, Sendable {
     /// Streaming artifacts: latent frames of the clip (nil: the latents file's, else 21). Set for a whole-chunk
     /// artifact, it is an error (export with --stream).
     public var streamFrames: Int?
-    /// Streaming artifacts: the clip's full decode trims (the `trim` input on the first chunk).
-    public var trim: Bool
+    /// Streaming artifacts: whether the full decode of each segment trims (the `trim` control on its first chunk):
+    /// one value per segment of the clip cut at the manifest's `restart_at`, or one for every segment.
+    public var trims: [Bool]
 
     public init(modelURL: URL, computeUnits: [ComputeUnitsOption] = [.all], warmup: Int = 2, iterations: Int = 10,
                 latents: LatentsSource = .random(seed: 0), deviceKind: String? = nil, computePlan: Bool = true,
-                keepSamples: Bool = true, streamFrames: Int? = nil, trim: Bool = true) {
+                keepSamples: Bool = true, streamFrames: Int? = nil, trims: [Bool] = [true]) {
         self.modelURL = modelURL
         self.computeUnits = computeUnits
         self.warmup = warmup
@@ -36,7 +37,7 @@ public struct BenchConfiguration: Equatable, Sendable {
         self.computePlan = computePlan
         self.keepSamples = keepSamples
         self.streamFrames = streamFrames
-        self.trim = trim
+        self.trims = trims
     }
 
     public func validate() throws {
@@ -45,6 +46,7 @@ public struct BenchConfiguration: Equatable, Sendable {
             throw BenchError("streamFrames must be >= 1 (got \(streamFrames))")
         }
         guard warmup >= 0 else { throw BenchError("warmup must be >= 0 (got \(warmup))") }
+        guard !trims.isEmpty else { throw BenchError("trims needs one value, or one per segment") }
         guard !computeUnits.isEmpty else { throw BenchError("no compute units to run") }
         if let deviceKind, !BenchArguments.deviceKinds.contains(deviceKind) {
             throw BenchError("unknown device kind '\(deviceKind)': use one of "
@@ -225,9 +227,11 @@ public struct BenchmarkRunner: Sendable {
         return result
     }
 
-    /// One streamed clip (streaming artifacts): load -> every chunk of the clip, each prediction's state outputs
-    /// fed back as the next one's inputs. The first chunk is the first prediction after loading (first-frame
-    /// latency, as `turbovaed bench --stream` on the host); `latency_ms` holds the later chunks.
+    /// One streamed clip (streaming artifacts): load -> every chunk of the clip (per segment of the clip cut at
+    /// `restart_at`, then its `flush_chunks`), each prediction's state outputs fed back as the next one's inputs
+    /// (reset at each segment start). The first chunk is the first prediction after loading (first-frame latency, as
+    /// `turbovaed bench --stream` on the host); `latency_ms` holds the later chunks; `frames` counts the kept
+    /// frames (the valid rows with `valid_output`).
     public func measureStream(units: ComputeUnitsOption, manifest: ArtifactManifest,
                               progress: ProgressHandler? = nil) async throws -> BenchResult {
         guard let spec = manifest.stream else {
@@ -240,7 +244,7 @@ public struct BenchmarkRunner: Sendable {
             progress?(report)
         }
         let clipFrames = try Latents.clipLatentFrames(configuration.latents, requested: configuration.streamFrames)
-        let plan = try StreamPlan(spec: spec, clipLatentFrames: clipFrames, trim: configuration.trim)
+        let plan = try StreamPlan(spec: spec, clipLatentFrames: clipFrames, trims: configuration.trims)
         let chunkShape = manifest.inputShape
         let clip = try Latents.makeClip(configuration.latents, latentFrames: clipFrames,
                                         frameShape: Array(chunkShape.dropFirst()))
@@ -262,11 +266,13 @@ public struct BenchmarkRunner: Sendable {
         times.reserveCapacity(chunks.count)
         var frames = 0
         var nonFinite = 0
+        var firstFrameMs: Double? = nil
         let clipStart = clock.now
         for chunk in chunks {
             try Task.checkCancellation()
+            // the first chunk of each segment starts from the initial states (features(for:) resets them)
             let features = try feeder.features(for: chunk)
-            let elapsedMs: Double = try autoreleasepool { () throws -> Double in
+            let (elapsedMs, kept): (Double, Int) = try autoreleasepool { () throws -> (Double, Int) in
                 let start = clock.now
                 let output = try model.prediction(from: features)
                 let framesOut = try feeder.carry(output)
@@ -278,10 +284,15 @@ public struct BenchmarkRunner: Sendable {
                     }
                     nonFinite = ModelIO.nonFiniteSamples(framesOut)
                 }
-                return ms
+                // v1: the chunk's planned count; v2 (stream.valid_output): the rows the step marks valid
+                let rows = try feeder.keptFrames(output, chunk: chunk)
+                return (ms, rows)
             }
             times.append(elapsedMs)
-            frames += chunk.keptFrames
+            frames += kept
+            if firstFrameMs == nil && kept > 0 {
+                firstFrameMs = LatencyStats.milliseconds(clipStart.duration(to: clock.now))
+            }
             sampler.sample()
             let steadySoFar = times.count > 1 ? Array(times.dropFirst()) : times
             let p50 = LatencyStats.percentile(steadySoFar.sorted(), 50)
@@ -321,7 +332,8 @@ public struct BenchmarkRunner: Sendable {
         let summary = StreamSummary(
             chunkLatentFrames: spec.chunkLatentFrames, latentFrames: clipFrames, frames: frames,
             firstChunkMs: times[0], steadyChunkMs: ChunkLatencySummary(latency),
-            sustainedFps: clipMs > 0 ? Double(frames) / (clipMs / 1000) : 0
+            sustainedFps: clipMs > 0 ? Double(frames) / (clipMs / 1000) : 0,
+            firstFrameMs: firstFrameMs, calls: times.count
         )
         let result = BenchResult(
             label: "student/coreml-\(units.rawValue)-stream",
@@ -352,10 +364,35 @@ public struct BenchmarkRunner: Sendable {
     /// What a streamed run did, for the notes.
     static func streamNotes(plan: StreamPlan, chunks: Int) -> String {
         let spec = plan.spec
-        let trim = plan.trim ? "trim = 1 (first \(spec.firstChunkSkip) frames of the first chunk dropped)" : "trim = 0"
-        return "streamed \(plan.clipLatentFrames) latent frames in \(chunks) chunks of \(spec.chunkLatentFrames) "
-            + "(\(spec.framesPerChunk) frames each), \(trim), \(spec.states.count) state tensors fed back as inputs; "
-            + "first_run_ms is the first chunk, latency_ms the later chunks, fps at their p50"
+        let segments = plan.segments.count
+        let kept: String
+        if let valid = spec.validOutput {
+            kept = "frames kept where '\(valid)' > 0.5"
+        } else {
+            let flags = (0..<segments).map { plan.segmentTrims($0) }
+            let skip = "first \(spec.firstChunkSkip) frames of the first chunk"
+            if !flags.contains(true) {
+                kept = "trim = 0"
+            } else if flags.allSatisfy({ $0 }) {
+                kept = "trim = 1 (\(skip)" + (segments > 1 ? " of each segment" : "") + " dropped)"
+            } else {
+                let perSegment = flags.map { $0 ? "1" : "0" }.joined(separator: ",")
+                kept = "trim per segment \(perSegment) (\(skip) of a segment with trim = 1 dropped)"
+            }
+        }
+        var text = "streamed \(plan.clipLatentFrames) latent frames in \(chunks) chunks of \(spec.chunkLatentFrames) "
+            + "(\(spec.framesPerChunk) frames each), \(kept), \(spec.states.count) state tensors fed back as inputs"
+        if spec.controls != StreamSpec.defaultControls {
+            text += ", controls \(spec.controls.joined(separator: ", "))"
+        }
+        if !spec.restartAt.isEmpty {
+            text += ", \(segments) segment\(segments == 1 ? "" : "s") (restart_at "
+                + "\(spec.restartAt.map { String($0) }.joined(separator: ", ")); states reset at each)"
+        }
+        if spec.flushChunks > 0 {
+            text += ", \(spec.flushChunks) flush chunk\(spec.flushChunks == 1 ? "" : "s") after each segment"
+        }
+        return text + "; first_run_ms is the first chunk, latency_ms the later chunks, fps at their p50"
     }
 
     static func notes(loaded: LoadedModel, io: ModelIO, manifest: ArtifactManifest, device: BenchDevice,

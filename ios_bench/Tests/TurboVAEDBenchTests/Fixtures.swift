@@ -23,6 +23,11 @@ enum Fixtures {
     /// state0_next; its manifest has the `stream` section of `turbovaed export --stream`.
     static var tinyStreamModel: URL { directory.appendingPathComponent("tiny-stream.mlpackage") }
     static var tinyStreamManifest: URL { directory.appendingPathComponent("tiny-stream.manifest.json") }
+    /// A protocol-v2 streaming step stand-in: latents [2, 16, 2, 2], controls first, start, remaining, state0
+    /// -> frames [8, 3, 16, 16], valid [8, 1, 1, 1], state0_next; output lagging one latent frame, one flush chunk,
+    /// so a segment of L latent frames keeps 1 + 4 (L - 1) frames.
+    static var tinyStreamV2Model: URL { directory.appendingPathComponent("tiny-stream-v2.mlpackage") }
+    static var tinyStreamV2Manifest: URL { directory.appendingPathComponent("tiny-stream-v2.manifest.json") }
     /// What the app writes for a streamed clip (one compute-units setting; also validated by the Python tests).
     static var sampleStreamResults: URL { directory.appendingPathComponent("sample-stream-results.json") }
 

@@ -111,10 +111,12 @@ class Bench(private val context: Context, private val config: BenchConfig) {
     }
 
     /**
-     * One clip streamed right after loading: chunk i feeds latents [k, C, h, w] (a short last chunk padded with
-     * its last latent frame), first = 1 only for i == 0, trim = first when the clip's decode trims, and the
-     * states the previous call returned. The first chunk is the first-frame latency (cold_start.first_run_ms),
-     * the later ones the steady latency (latency_ms); warm-up/iterations do not apply (as on the host).
+     * One clip streamed right after loading, planned by [StreamSpec.plan]: chunk i feeds latents [k, C, h, w] (a
+     * short last chunk padded with its last latent frame), the manifest's controls (v1: first = 1 only for i == 0,
+     * trim = first when the clip's decode trims; v2 also start/remaining, per segment) and the states the
+     * previous call returned (zeros at each segment start); v2 steps add flush chunks and keep the rows their
+     * valid output marks. The first chunk is the first-frame latency (cold_start.first_run_ms), the later ones
+     * the steady latency (latency_ms); warm-up/iterations do not apply (as on the host).
      */
     private fun measureStream(manifest: ModelManifest, thermalBefore: String?, progress: (String) -> Unit): BenchRecord {
         val spec = manifest.stream ?: throw BenchError("${config.manifest.name} has no stream section")
@@ -135,38 +137,63 @@ class Bench(private val context: Context, private val config: BenchConfig) {
         val loadMs = msSince(t0)
         return runner.use {
             val chunk = FloatArray(k * frameNumel)
-            val chunks = (clipFrames + k - 1) / k
+            val controls = FloatArray(spec.controls.size)
+            val plan = spec.plan(clipFrames, config.trims)
+            val chunks = plan.size
+            val segments = spec.segments(clipFrames).size
             val times = ArrayList<Double>(chunks)
             var frames = 0
             var shape = LongArray(0)
             val tClip = SystemClock.elapsedRealtimeNanos()
-            var start = 0
-            while (start < clipFrames) {
-                val index = start / k
-                val n = minOf(k, clipFrames - start)
-                System.arraycopy(clip, start * frameNumel, chunk, 0, n * frameNumel)
-                for (slot in n until k) {
-                    System.arraycopy(clip, (start + n - 1) * frameNumel, chunk, slot * frameNumel, frameNumel)
+            var firstFrameMs: Double? = null
+            for (c in plan) {
+                if (c.first) runner.reset() // every segment starts from the initial states
+                System.arraycopy(clip, c.start * frameNumel, chunk, 0, c.latentFrames * frameNumel)
+                for (slot in c.latentFrames until k) {
+                    System.arraycopy(clip, (c.start + c.latentFrames - 1) * frameNumel, chunk, slot * frameNumel, frameNumel)
                 }
-                val first = if (index == 0) 1f else 0f
-                val trim = if (config.trim) first else 0f
+                for ((i, name) in spec.controls.withIndex()) controls[i] = c.controlValue(name)
                 val t = SystemClock.elapsedRealtimeNanos()
-                shape = runner.step(chunk, first, trim)
+                val out = runner.step(chunk, controls)
                 times.add(msSince(t))
-                if (index == 0 && (shape.size != 4 || shape[0] != spec.framesPerChunk.toLong() || shape[1] != 3L)) {
+                shape = out.framesShape
+                if (c.index == 0 && (shape.size != 4 || shape[0] != spec.framesPerChunk.toLong() || shape[1] != 3L)) {
                     throw BenchError("frames output has shape ${shape.toList()}, the manifest says [${spec.framesPerChunk}, 3, H, W]")
                 }
-                frames += spec.keptFrames(index, n, config.trim)
-                progress("chunk ${index + 1}/$chunks: ${"%.1f".format(times.last())} ms, $frames frames")
-                start += k
+                // v1: the chunk's planned count; v2 (stream.valid_output): the rows the step marks valid
+                val valid = out.valid
+                val kept = if (spec.validOutput != null) {
+                    StreamSpec.validRows(valid ?: throw BenchError("the step returned no ${spec.validOutput} output"), spec.framesPerChunk)
+                } else {
+                    c.keptFrames ?: 0
+                }
+                frames += kept
+                if (firstFrameMs == null && kept > 0) firstFrameMs = (SystemClock.elapsedRealtimeNanos() - tClip) / 1e6
+                progress("chunk ${c.index + 1}/$chunks: ${"%.1f".format(times.last())} ms, $frames frames")
             }
             val wallS = (SystemClock.elapsedRealtimeNanos() - tClip) / 1e9
             val steady = LatencySummary(if (times.size > 1) times.subList(1, times.size).toList() else times.toList())
+            val flags = List(segments) { if (config.trims.size == 1) config.trims[0] else config.trims[it] }
+            val skip = "first ${spec.firstChunkSkip} frames of the first chunk"
+            val kept = when {
+                spec.validOutput != null -> "frames kept where '${spec.validOutput}' > 0.5"
+                flags.none { it } -> "trim = 0"
+                flags.all { it } -> "trim = 1 ($skip" + (if (segments > 1) " of each segment" else "") + " dropped)"
+                else -> "trim per segment ${flags.joinToString(",") { if (it) "1" else "0" }} ($skip of a segment with trim = 1 dropped)"
+            }
+            val protocol = buildString {
+                if (spec.controls != StreamSpec.DEFAULT_CONTROLS) append(", controls ${spec.controls.joinToString(", ")}")
+                if (spec.restartAt.isNotEmpty()) {
+                    append(", $segments segment${if (segments == 1) "" else "s"} (restart_at ${spec.restartAt.joinToString(", ")}; states reset at each)")
+                }
+                if (spec.flushChunks > 0) {
+                    append(", ${spec.flushChunks} flush chunk${if (spec.flushChunks == 1) "" else "s"} after each segment")
+                }
+            }
             val notes = buildList {
                 add(
                     "streamed $clipFrames latent frames in $chunks chunks of $k (${spec.framesPerChunk} frames each), " +
-                        (if (config.trim) "trim = 1 (first ${spec.firstChunkSkip} frames of the first chunk dropped)" else "trim = 0") +
-                        ", ${spec.states.size} state tensors fed back as inputs; first_run_ms is the first chunk, " +
+                        "$kept, ${spec.states.size} state tensors fed back as inputs$protocol; first_run_ms is the first chunk, " +
                         "latency_ms the later chunks, fps at their p50",
                 )
                 add("peak_memory_bytes is the process peak RSS (VmHWM)")
@@ -213,6 +240,8 @@ class Bench(private val context: Context, private val config: BenchConfig) {
                     firstChunkMs = times[0],
                     steady = steady,
                     sustainedFps = if (wallS > 0) frames / wallS else 0.0,
+                    firstFrameMs = firstFrameMs,
+                    calls = times.size,
                 ),
             )
         }

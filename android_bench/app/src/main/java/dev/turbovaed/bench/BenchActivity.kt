@@ -13,7 +13,8 @@ import java.util.concurrent.atomic.AtomicBoolean
 /**
  * Entry point for `adb shell am start -n dev.turbovaed.bench/.BenchActivity --es model ... --es runtime ...
  * --ei iters N --ei warmup N --ei threads N --es output NAME.json [--es latents FILE]
- * [--ei stream_frames N --ei trim 0|1]` (the last two for streaming artifacts, `turbovaed export --stream`).
+ * [--ei stream_frames N --ei trim 0|1]` (the last two for streaming artifacts, `turbovaed export --stream`; with
+ * the manifest's `restart_at`, `--es trim 1,0,...` gives one trim flag per segment).
  *
  * The run happens on a background thread; the results JSON (turbovaed.bench/1) is written atomically to
  * getExternalFilesDir(null)/NAME.json, or NAME.json.error (one line) when the run fails, and a marker

@@ -19,7 +19,10 @@ object Extra {
     const val EP = "ep"
     /** Streaming artifacts: latent frames of the clip to stream (default: the latents file's, else 21). */
     const val STREAM_FRAMES = "stream_frames"
-    /** Streaming artifacts: 1 when the clip's full decode trims its first frames (the `trim` input), else 0. */
+    /**
+     * Streaming artifacts: whether the full decode trims its first frames (the `trim` control): `--ei trim 0|1` for
+     * every segment, or `--es trim 1,0,...` with one value per segment of the clip cut at the manifest's `restart_at`.
+     */
     const val TRIM = "trim"
 }
 
@@ -36,8 +39,8 @@ data class BenchConfig(
     val ep: String,
     /** Latent frames of the streamed clip; 0 when the extra was not given. */
     val streamFrames: Int = 0,
-    /** The streamed clip's full decode trims (the `trim` flag on its first chunk). */
-    val trim: Boolean = true,
+    /** Whether each segment's full decode trims (the `trim` flag on its first chunk): one per segment, or one for all. */
+    val trims: List<Boolean> = listOf(true),
 ) {
     companion object {
         const val DEFAULT_OUTPUT = "turbovaed-bench.json"
@@ -65,6 +68,23 @@ data class BenchConfig(
         /** `<name>.manifest.json` next to `<name>.<ext>` (the exporter writes it there). */
         fun manifestFor(model: File): File =
             File(model.absoluteFile.parentFile, model.name.substringBeforeLast('.') + ".manifest.json")
+
+        /** `--ei trim 0|1` (every segment) or `--es trim 1,0,...` (one per segment); default 1. */
+        fun parseTrims(intent: Intent): List<Boolean> {
+            val list = intent.getStringExtra(Extra.TRIM) // null when absent or given with --ei
+            if (list != null) {
+                return list.split(",").map {
+                    when (it.trim()) {
+                        "1" -> true
+                        "0" -> false
+                        else -> throw BenchError("--es trim must be 0 or 1 per segment, comma-separated, got '$list'")
+                    }
+                }
+            }
+            val trim = intent.getIntExtra(Extra.TRIM, 1)
+            if (trim != 0 && trim != 1) throw BenchError("--ei trim must be 0 or 1, got $trim")
+            return listOf(trim == 1)
+        }
 
         fun fromIntent(intent: Intent): BenchConfig {
             val modelPath = intent.getStringExtra(Extra.MODEL)
@@ -95,8 +115,7 @@ data class BenchConfig(
             if (ep !in ONNX_EPS) throw BenchError("unknown --es ep '$ep': use ${ONNX_EPS.joinToString(" or ")}")
             val streamFrames = intent.getIntExtra(Extra.STREAM_FRAMES, 0)
             if (streamFrames < 0) throw BenchError("--ei stream_frames must be >= 1, got $streamFrames")
-            val trim = intent.getIntExtra(Extra.TRIM, 1)
-            if (trim != 0 && trim != 1) throw BenchError("--ei trim must be 0 or 1, got $trim")
+            val trims = parseTrims(intent)
             return BenchConfig(
                 model = model,
                 manifest = manifest,
@@ -108,7 +127,7 @@ data class BenchConfig(
                 latents = latents,
                 ep = ep,
                 streamFrames = streamFrames,
-                trim = trim == 1,
+                trims = trims,
             )
         }
     }

@@ -52,6 +52,10 @@ data class StreamFacts(
     val steady: LatencySummary,
     /** frames / wall time of the whole clip. */
     val sustainedFps: Double,
+    /** Wall time from the first call to the first kept frame (a lagging non-causal step: several calls). */
+    val firstFrameMs: Double? = null,
+    /** Calls for the whole clip, flush chunks included. */
+    val calls: Int? = null,
 )
 
 /** Everything one benchmark run measured. */
@@ -161,6 +165,10 @@ object ResultsJson {
         .put("first_chunk_ms", finite(s.firstChunkMs))
         .put("steady_chunk_ms", steadyChunkJson(s.steady))
         .put("sustained_fps", finite(s.sustainedFps))
+        .apply {
+            s.firstFrameMs?.let { this.put("first_frame_ms", finite(it)) }
+            s.calls?.let { this.put("calls", it) }
+        }
 
     /** The summary of the steady chunks (their samples are in latency_ms). */
     fun steadyChunkJson(s: LatencySummary): JSONObject = JSONObject()

@@ -22,6 +22,9 @@ interface DecoderRunner : AutoCloseable {
     fun decode(): LongArray
 }
 
+/** What one streaming call returned: the shape of `frames` and, for a v2 step, its valid output (one per row). */
+class StepOutput(val framesShape: LongArray, val valid: FloatArray?)
+
 /**
  * One loaded streaming step (`turbovaed export --stream`): [step] decodes one chunk with the current state
  * tensors and keeps the step's state outputs as the next call's state inputs (no per-model code: every name
@@ -32,14 +35,15 @@ interface StreamRunner : AutoCloseable {
     val runtimeVersion: String
     val delegate: String?
 
-    /** Every state back to its initial value (zeros): the next [step] is the first chunk of a new clip. */
+    /** Every state back to its initial value (zeros): the next [step] is the first chunk of a new clip or segment. */
     fun reset()
 
     /**
-     * One chunk: [latents] ([k, C, h, w] floats, a short last chunk already padded), the `first` and `trim`
-     * flags; returns the shape of the `frames` output [rt * k, 3, H, W].
+     * One chunk: [latents] ([k, C, h, w] floats, a short last chunk already padded) and [controls], the values of
+     * the manifest's `stream.controls` in that order (v1: first, trim); returns the shape of the `frames` output
+     * [rt * k, 3, H, W] and the `stream.valid_output` values when the step has one.
      */
-    fun step(latents: FloatArray, first: Float, trim: Float): LongArray
+    fun step(latents: FloatArray, controls: FloatArray): StepOutput
 }
 
 object Runners {
@@ -101,8 +105,8 @@ class HostBuffer(val spec: TensorSpec) {
 }
 
 /**
- * ExecuTorch streaming step: inputs and outputs in the manifest's order (latents, first, trim, state0, ...
- * -> frames, state0_next, ...). ExecuTorch's Java outputs alias the method's planned memory, which the next
+ * ExecuTorch streaming step: inputs and outputs in the manifest's order (latents, the controls, state0, ...
+ * -> frames[, valid], state0_next, ...). ExecuTorch's Java outputs alias the method's planned memory, which the next
  * forward reuses (an input's planned buffer may even hold another output), so each state output is copied into
  * the app's own buffer for that state input before the next call.
  */
@@ -118,11 +122,20 @@ class ExecuTorchStreamRunner(model: File, private val manifest: ModelManifest, t
     private val values: Array<EValue>
     /** (the state input's buffer, the output index of its `next`) per state. */
     private val carried: List<Pair<HostBuffer, Int>>
+    /** The buffer of each control input, in `stream.controls` order. */
+    private val controlBuffers: List<HostBuffer> = spec.controls.map { buffers[indexOf.getValue(it)] }
+    /** Output index of `stream.valid_output`, or -1. */
+    private val validIndex: Int = spec.validOutput?.let { v -> manifest.outputs.indexOfFirst { it.name == v } } ?: -1
 
     init {
         val half = manifest.inputs.firstOrNull { it.dtype != "float32" }
         if (half != null) {
             throw BenchError("the ExecuTorch Java API has no ${half.dtype} tensors (input ${half.name}): export with float32 inputs")
+        }
+        if (spec.validOutput != null) {
+            if (validIndex < 0) throw BenchError("no output ${spec.validOutput} (stream.valid_output) in the manifest")
+            val dtype = manifest.outputs[validIndex].dtype
+            if (dtype != "float32") throw BenchError("the ExecuTorch Java API has no $dtype tensors (output ${spec.validOutput}): export with float32 outputs")
         }
         carried = spec.states.map { st ->
             val out = manifest.outputs.indexOfFirst { it.name == st.next }
@@ -142,16 +155,17 @@ class ExecuTorchStreamRunner(model: File, private val manifest: ModelManifest, t
         for ((buffer, _) in carried) buffer.fill(0f)
     }
 
-    override fun step(latents: FloatArray, first: Float, trim: Float): LongArray {
+    override fun step(latents: FloatArray, controls: FloatArray): StepOutput {
         buffers[indexOf.getValue(manifest.inputName)].put(latents)
-        buffers[indexOf.getValue(StreamSpec.FIRST_INPUT)].fill(first)
-        buffers[indexOf.getValue(StreamSpec.TRIM_INPUT)].fill(trim)
+        for ((i, buffer) in controlBuffers.withIndex()) buffer.fill(controls[i])
         val outputs = module.forward(*values)
         if (outputs.size != manifest.outputs.size) {
             throw IllegalStateException("ExecuTorch forward returned ${outputs.size} outputs, the manifest names ${manifest.outputs.size}")
         }
+        // copied out before the next forward reuses the planned memory (the valid output too)
+        val valid = if (validIndex >= 0) outputs[validIndex].toTensor().getDataAsFloatArray() else null
         for ((buffer, out) in carried) buffer.put(outputs[out].toTensor().getDataAsFloatArray())
-        return outputs[0].toTensor().shape()
+        return StepOutput(outputs[0].toTensor().shape(), valid)
     }
 
     override fun close() = module.destroy()
@@ -172,7 +186,7 @@ class OrtStreamRunner(model: File, private val manifest: ModelManifest, threads:
     private val env: OrtEnvironment = OrtEnvironment.getEnvironment()
     private val options = OrtSession.SessionOptions()
     private val session: OrtSession
-    /** The app's own input tensors, by input name: latents, the flags, and the zero initial states. */
+    /** The app's own input tensors, by input name: latents, the controls, and the zero initial states. */
     private val owned: Map<String, Pair<HostBuffer, OnnxTensor>>
     private var previous: OrtSession.Result? = null
 
@@ -203,10 +217,9 @@ class OrtStreamRunner(model: File, private val manifest: ModelManifest, threads:
         previous = null
     }
 
-    override fun step(latents: FloatArray, first: Float, trim: Float): LongArray {
+    override fun step(latents: FloatArray, controls: FloatArray): StepOutput {
         owned.getValue(manifest.inputName).first.put(latents)
-        owned.getValue(StreamSpec.FIRST_INPUT).first.fill(first)
-        owned.getValue(StreamSpec.TRIM_INPUT).first.fill(trim)
+        for ((i, name) in spec.controls.withIndex()) owned.getValue(name).first.fill(controls[i])
         val feeds = HashMap<String, OnnxTensor>(manifest.inputs.size)
         for (t in manifest.inputs) feeds[t.name] = owned.getValue(t.name).second
         val prev = previous
@@ -220,7 +233,13 @@ class OrtStreamRunner(model: File, private val manifest: ModelManifest, threads:
         previous = result
         val frames = result.get(manifest.outputs[0].name).orElseThrow { IllegalStateException("no frames output") }
         if (frames !is OnnxTensor) throw IllegalStateException("ONNX Runtime output ${manifest.outputs[0].name} is not a tensor")
-        return frames.info.shape
+        val valid = spec.validOutput?.let { name ->
+            val v = result.get(name).orElseThrow { IllegalStateException("no output $name (stream.valid_output)") }
+            if (v !is OnnxTensor) throw IllegalStateException("ONNX Runtime output $name is not a tensor")
+            val buffer = v.floatBuffer ?: throw IllegalStateException("ONNX Runtime output $name is not float32/float16")
+            FloatArray(buffer.remaining()).also { buffer.get(it) }
+        }
+        return StepOutput(frames.info.shape, valid)
     }
 
     override fun close() {

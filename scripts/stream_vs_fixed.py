@@ -1,0 +1,122 @@
+"""Streamed vs fixed-chunk decode in one run: steady-state FPS ratio and peak RSS (ONNX Runtime, host CPU).
+
+Exports the built-in default student (or ``--checkpoint``) twice at ``--res``: today's whole-chunk artifact
+(``--latent-frames K``: 4K-3 frames per call, the temporal padding restarts at every chunk) and the streaming
+step (chunks of K latent frames, 4K frames per call, state carried). Each is then measured in its own fresh
+process (so VmHWM is that runner's peak): fixed = ``--iters`` calls after one warm-up; streamed = a whole clip
+of ``--clip`` latent frames, steady state = every call after the first. Prints a table and writes ``--json``.
+
+Usage: python scripts/stream_vs_fixed.py --res 720p --latent-frames 2 --clip 21 --threads 1 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def measure(kind: str, artifact: str, clip: int, iters: int, threads: int) -> dict:
+    """Run in a fresh process: latency per call, frames per call, peak RSS (VmHWM)."""
+    import torch
+
+    from turbo_vaed.bench.measure import PeakRSS
+    from turbo_vaed.streaming import run_stream
+    from turbo_vaed.targets import load_runner
+
+    with PeakRSS(fresh_process=True) as mem:
+        runner = load_runner(Path(artifact), threads)
+        shape = runner.manifest["inputs"][0]["shape"]
+        g = torch.Generator().manual_seed(0)
+        times: list[float] = []
+        frames = 0
+        if kind == "fixed":
+            x = torch.randn(*shape, generator=g).numpy()
+            runner.run(x)  # warm-up
+            for _ in range(iters):
+                t = time.perf_counter()
+                out = runner.run(x)
+                times.append(time.perf_counter() - t)
+            per_call = out.shape[0]
+            frames = per_call * iters
+        else:
+            x = torch.randn(clip, *shape[1:], generator=g).numpy()
+
+            def timed(feeds):
+                t = time.perf_counter()
+                out = runner.run_all(feeds)
+                times.append(time.perf_counter() - t)
+                return out
+
+            for out in run_stream(timed, runner.manifest["stream"], x, True):
+                frames += out.shape[0]
+            per_call = runner.manifest["stream"]["frames_per_chunk"]
+            times = times[1:]  # steady state: every call after the first
+    med = float(np.median(times))
+    return {"kind": kind, "frames_per_call": per_call, "median_s": med, "fps": per_call / med,
+            "calls": len(times), "frames": frames, "peak_rss_mb": mem.peak / 2**20}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--res", default="720p")
+    ap.add_argument("--latent-frames", type=int, default=2)
+    ap.add_argument("--clip", type=int, default=21)
+    ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--json", default="stream_vs_fixed.json")
+    ap.add_argument("--_measure", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._measure:
+        print(json.dumps(measure(args._measure[0], args._measure[1], args.clip, args.iters, args.threads)))
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from turbo_vaed.checkpoint import DEFAULT_STUDENT
+    from turbo_vaed.decoders.store import load_decoder
+    from turbo_vaed.exporters import export_artifact
+
+    console = Console()
+    dec = load_decoder(args.checkpoint or DEFAULT_STUDENT)
+    out = Path(tempfile.mkdtemp(prefix="stream_vs_fixed."))
+    arts = {}
+    for kind in ("fixed", "stream"):
+        with console.status(f"exporting the {kind} ONNX artifact at {args.res}"):
+            arts[kind] = str(export_artifact(dec, "onnx", args.res, latent_frames=args.latent_frames, precision="fp32",
+                                             out_dir=out, stream=kind == "stream").artifact)
+    rows = []
+    for kind in ("fixed", "stream"):
+        with console.status(f"measuring {kind} in a fresh process"):
+            cmd = [sys.executable, __file__, "--_measure", kind, arts[kind], "--clip", str(args.clip),
+                   "--iters", str(args.iters), "--threads", str(args.threads)]
+            rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                                   .strip().splitlines()[-1]))
+    fixed, stream = rows
+    ratio = stream["fps"] / fixed["fps"]
+    t = Table(title=f"streamed vs fixed chunk, {args.res}, K={args.latent_frames}, ORT fp32, {args.threads} thread(s)")
+    for c in ("artifact", "frames/call", "median s/call", "FPS", "peak RSS MB"):
+        t.add_column(c, justify="right")
+    for r in rows:
+        t.add_row(r["kind"], str(r["frames_per_call"]), f"{r['median_s']:.2f}", f"{r['fps']:.3f}",
+                  f"{r['peak_rss_mb']:.0f}")
+    console.print(t)
+    console.print(f"steady streamed FPS / fixed-chunk FPS = [bold]{ratio:.3f}[/] (target >= 0.9); "
+                  f"per call: {stream['median_s'] / fixed['median_s']:.3f}x the time for "
+                  f"{stream['frames_per_call']}/{fixed['frames_per_call']} frames")
+    doc = {"res": args.res, "latent_frames": args.latent_frames, "clip": args.clip, "threads": args.threads,
+           "fixed": fixed, "stream": stream, "fps_ratio": ratio}
+    Path(args.json).write_text(json.dumps(doc, indent=1))
+    console.print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
