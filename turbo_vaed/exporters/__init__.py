@@ -7,6 +7,7 @@ On any failure the temp folder is removed and nothing new is left in ``out_dir``
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -68,6 +69,45 @@ CONTROL_DOCS = {
 }
 
 
+STREAM_LIVE = 4  # activations alive at once in a step's peak: a layer's input, its stacked taps, its output
+
+
+def stream_memory_estimate(step, in_shape: tuple[int, ...], bytes_per_value: int) -> dict:
+    """A working-set estimate of one streaming call, measured on the meta device (no memory used).
+
+    weights + the states (the inputs and the next ones) + latents and frames + ``STREAM_LIVE`` x the largest
+    tensor any layer reads or writes. An app's budget check, not a measurement: runtimes add arenas and
+    workspaces (the host's ONNX Runtime fp32 peak is printed by ``turbovaed bench --stream``).
+    """
+    import copy
+
+    meta = copy.deepcopy(step.module).to("meta")
+    largest = [0]
+
+    def hook(_m, inp, out):
+        for t in (*inp, *(out if isinstance(out, tuple | list) else (out,))):
+            if isinstance(t, torch.Tensor):
+                largest[0] = max(largest[0], t.numel())
+
+    handles = [m.register_forward_hook(hook) for m in meta.modules() if not list(m.children())]
+    try:
+        one = torch.ones(1, 1, 1, 1, device="meta")
+        with torch.no_grad():
+            outs = meta(torch.zeros(*in_shape, device="meta"), *(one for _ in step.controls),
+                        *(torch.zeros(sh, device="meta") for _, sh in step.states))
+    finally:
+        for h in handles:
+            h.remove()
+    b = bytes_per_value
+    weights = sum(t.numel() for t in step.module.state_dict().values()) * b  # parameters and buffers
+    states = sum(math.prod(sh) for _, sh in step.states) * b
+    io = (math.prod(in_shape) + outs[0].numel()) * b
+    total = weights + 2 * states + io + STREAM_LIVE * largest[0] * b
+    return {"bytes": int(total), "weights_bytes": int(weights), "states_bytes": int(states), "io_bytes": int(io),
+            "largest_activation_bytes": int(largest[0] * b), "bytes_per_value": b,
+            "formula": f"weights + 2 x states + latents + frames + {STREAM_LIVE} x largest activation"}
+
+
 def add_stream_section(manifest: dict, step, io_dtype: str, dec: Decoder) -> None:
     """Name every input/output of a streaming step and say how an app carries the state between calls."""
     flag = {"shape": [1, 1, 1, 1], "dtype": io_dtype}
@@ -102,6 +142,8 @@ def add_stream_section(manifest: dict, step, io_dtype: str, dec: Decoder) -> Non
                     "to their init values and count start/remaining within the new segment") if step.restart_at
         else None,
         "coreml_states": "explicit inputs/outputs (iOS 18 ct.StateType not used: every runtime takes the same graph)",
+        "memory_estimate": {prec: stream_memory_estimate(step, tuple(manifest["inputs"][0]["shape"]), nbytes)
+                            for prec, nbytes in (("fp16", 2), ("fp32", 4))},
         "notes": step.notes,
     }
 
