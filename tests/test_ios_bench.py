@@ -42,7 +42,8 @@ TINY_STREAM_V2_MANIFEST = json.loads((FIXTURES / "tiny-stream-v2.manifest.json")
 V2_FIELDS = ("controls", "valid_output", "flush_chunks", "restart_at")  # the stream section's protocol-v2 fields
 CONTROLS = ("first", "trim", "start", "remaining")  # every control input both harnesses can feed
 # stream section keys that only describe the loop in words (the apps do not read them)
-DESCRIPTIVE = {"flags", "tail", "first_chunk", "coreml_states", "notes", "restart"}
+# read by people, not by the loop (memory_estimate: the app's budget per call, fp16 and fp32)
+DESCRIPTIVE = {"flags", "tail", "first_chunk", "coreml_states", "notes", "restart", "memory_estimate"}
 
 # ------------------------------------------------------------------------------------ Swift source parsing
 

@@ -185,16 +185,12 @@ def runtime_stream(dec, target: str, precision: str, tmp_path: Path, lengths) ->
     return out
 
 
-@pytest.mark.parametrize("target", ["onnx", "executorch"])
-def test_turbo_vaed_stream_artifact_is_exact(target, tmp_path):
+def test_turbo_vaed_stream_artifact_is_exact(tmp_path):
+    """ONNX Runtime. (ExecuTorch runs the Flash-Wan step below: the same timeline ops in a smaller graph.)"""
     dec = fixture_decoder("turbo-vaed", "turbo_vaed/Hunyuan/tiny.config.json")
     # 23 latent frames: an odd last chunk, then the flush calls of a 50-latent-frame lag (the tiny fixture is deep)
-    for got, ref in runtime_stream(dec, target, "fp32", tmp_path, (23,) if target == "executorch" else (1, 23)):
+    for got, ref in runtime_stream(dec, "onnx", "fp32", tmp_path, (1, 23)):
         assert got.shape == ref.shape and np.abs(got - ref).max() <= TOL_RUNTIME
-    if target == "executorch":  # every op on XNNPACK: the row picks are bmm, not a portable-kernel reduction
-        (man,) = tmp_path.glob("*.manifest.json")
-        rep = json.loads(man.read_text())["report"]
-        assert rep["partitions"] == 1 and not rep["non_delegated_ops"], rep
 
 
 def test_turbo_vaed_fp16_coreml_stream_has_no_drift(tmp_path):
@@ -217,10 +213,14 @@ def test_taecvx_stream_artifact_keeps_the_frame_rule(tmp_path):
 
 
 def test_flash_wan_stream_artifact_restarts(tmp_path):
-    """ExecuTorch: 23 latent frames stream as the official two segments (86 frames)."""
+    """ExecuTorch: 23 latent frames stream as the official two segments (86 frames), every op on XNNPACK (one
+    partition, nothing on portable kernels: the row picks are bmm, not a reduction over frames)."""
     dec = fixture_decoder("flash-vaed", "flash_vaed/Wan/config.json")
     ((got, ref),) = runtime_stream(dec, "executorch", "fp32", tmp_path, (23,))
     assert got.shape[0] == 86 and np.abs(got - ref).max() <= TOL_RUNTIME
+    (man,) = tmp_path.glob("*.manifest.json")
+    rep = json.loads(man.read_text())["report"]
+    assert rep["partitions"] == 1 and not rep["non_delegated_ops"], rep
 
 
 def test_cli_streams_an_imported_decoder(cli, tmp_path):

@@ -220,7 +220,8 @@ def write_tiny_stream_v2_manifest(toolchain: dict | None = None) -> None:
                     "keep the rows of frames whose valid is > 0.5, in order",
             "first_chunk": "nothing to drop: valid says which rows are frames",
             "restart": None,
-            "coreml_states": "explicit inputs/outputs", "notes": ["test fixture (protocol v2)"],
+            "coreml_states": "explicit inputs/outputs", "memory_estimate": None,
+            "notes": ["test fixture (protocol v2)"],
         },
     }
     path.write_text(json.dumps(manifest, indent=2) + "\n")

@@ -72,7 +72,7 @@ CONTROL_DOCS = {
 STREAM_LIVE = 4  # activations alive at once in a step's peak: a layer's input, its stacked taps, its output
 
 
-def stream_memory_estimate(step, in_shape: tuple[int, ...], bytes_per_value: int) -> dict:
+def stream_memory_estimate(step, in_shape: tuple[int, ...], bytes_per_value: int) -> dict | None:
     """A working-set estimate of one streaming call, measured on the meta device (no memory used).
 
     weights + the states (the inputs and the next ones) + latents and frames + ``STREAM_LIVE`` x the largest
@@ -95,6 +95,8 @@ def stream_memory_estimate(step, in_shape: tuple[int, ...], bytes_per_value: int
         with torch.no_grad():
             outs = meta(torch.zeros(*in_shape, device="meta"), *(one for _ in step.controls),
                         *(torch.zeros(sh, device="meta") for _, sh in step.states))
+    except Exception:  # noqa: BLE001 - a step that cannot run on meta tensors gets no estimate, not an error
+        return None
     finally:
         for h in handles:
             h.remove()
