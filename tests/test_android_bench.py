@@ -35,7 +35,7 @@ from tests.test_ios_bench import (
     reference_stream,
 )
 from turbo_vaed.bench import android
-from turbo_vaed.bench.options import BenchOptions
+from turbo_vaed.bench.options import BenchOptions, stream_trims
 from turbo_vaed.bench.schema import load_results, schema, validate_results
 from turbo_vaed.bench.stats import fps, latency_summary
 from turbo_vaed.errors import UserError
@@ -797,9 +797,9 @@ def test_stream_request_trim_and_clip_latents(tmp_path):
     assert android.stream_request(BenchOptions(), whole) is None
     with pytest.raises(UserError, match="wan-256p.pte is a whole-chunk artifact: export it with .*--stream"):
         android.stream_request(BenchOptions(extra={"stream": True}), whole)
-    assert android.stream_trims(stream_art.manifest, 16) is True
+    assert stream_trims(stream_art.manifest, 16) is True
     cog = {**stream_art.manifest, "family": "cogvideox"}
-    assert (android.stream_trims(cog, 5), android.stream_trims(cog, 16)) == (True, False)
+    assert (stream_trims(cog, 5), stream_trims(cog, 16)) == (True, False)
     z = torch.randn(1, 16, 7, 4, 4)
     src = save_latents(tmp_path / "clip.safetensors", z, "wan")
     raw, frames = android.write_clip_latents_f32(src, [16, 4, 4], tmp_path / "clip.f32")

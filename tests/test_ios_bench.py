@@ -26,7 +26,7 @@ import pytest
 
 import turbo_vaed
 from turbo_vaed.bench import ios
-from turbo_vaed.bench.options import COMPUTE_UNITS
+from turbo_vaed.bench.options import COMPUTE_UNITS, stream_trims
 from turbo_vaed.bench.schema import schema, validate_results
 from turbo_vaed.errors import UserError
 
@@ -1059,9 +1059,9 @@ def test_stream_request_and_trim():
     assert ios.stream_request(ios.BenchOptions(), TINY_MANIFEST, TINY) is None
     with pytest.raises(UserError, match="tiny.mlpackage is a whole-chunk artifact: export it with .*--stream"):
         ios.stream_request(opts, TINY_MANIFEST, TINY)
-    assert ios.stream_trims(TINY_STREAM_MANIFEST, 16) is True  # wan always trims
+    assert stream_trims(TINY_STREAM_MANIFEST, 16) is True  # wan always trims
     cog = {**TINY_STREAM_MANIFEST, "family": "cogvideox"}
-    assert (ios.stream_trims(cog, 21), ios.stream_trims(cog, 16)) == (True, False)
+    assert (stream_trims(cog, 21), stream_trims(cog, 16)) == (True, False)
 
 
 def _stream_manifest(**sizes) -> dict:

@@ -23,16 +23,29 @@ from turbo_vaed.errors import UserError
 Call = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
 
-CONTROLS = ("first", "trim", "start", "remaining")  # the control inputs a streaming step may take, by name
+# the control inputs a streaming step may take, by name, with what an app feeds (the manifest's ``flags``)
+CONTROL_DOCS = {
+    "first": "1.0 on the first chunk of a video (or of a restart segment), else 0.0",
+    "trim": "1.0 on the first chunk when the full decode of the whole video (segment) trims (turbovaed decode: the "
+            "family's frame rule at the video's latent length), else 0.0",
+    "start": "latent index of the chunk's first frame within the video (segment): chunk index * "
+             "chunk_latent_frames",
+    "remaining": "latent frames of the video (segment) from the chunk's first one on: total - start (<= 0 on the "
+                 "flush calls)",
+}
+CONTROLS = tuple(CONTROL_DOCS)
 
 
-def stream_spec(step) -> dict:
-    """The manifest-style ``stream`` section of a :class:`~turbo_vaed.decoders.base.StreamStep`."""
+def stream_spec(step, io_dtype: str | None = None) -> dict:
+    """The loop fields of the manifest's ``stream`` section for a :class:`~turbo_vaed.decoders.base.StreamStep`
+    (``io_dtype``: also each state's dtype, as an exported artifact's manifest gives it)."""
+    dtype = {"dtype": io_dtype} if io_dtype else {}
     return {"chunk_latent_frames": step.latent_frames, "frames_per_chunk": step.frames_per_chunk,
             "first_chunk_skip": step.first_chunk_skip, "controls": list(step.controls),
             "valid_output": "valid" if step.valid_output else None, "flush_chunks": step.flush_chunks,
             "restart_at": list(step.restart_at),
-            "states": [{"name": n, "shape": list(s), "init": "zeros", "next": f"{n}_next"} for n, s in step.states]}
+            "states": [{"name": n, "shape": list(s), **dtype, "init": "zeros", "next": f"{n}_next"}
+                       for n, s in step.states]}
 
 
 def _controls(spec: dict) -> list[str]:

@@ -93,26 +93,10 @@ def make_tiny_stream() -> None:
     if out.exists():
         shutil.rmtree(out)
     ml.save(str(out))
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     frames, state = [T * TEMPORAL, 3, H_LAT * SPATIAL, W_LAT * SPATIAL], [1, C, H_LAT, W_LAT]
-    flag_spec = {"shape": [1, 1, 1, 1], "dtype": "float16"}
-    manifest = {
-        "schema": "turbovaed.manifest/2", "name": "tiny-stream", "artifact": "tiny-stream.mlpackage",
-        "target": "coreml", "delegate": None, "preset": "16x16", "family": "wan", "width": W_LAT * SPATIAL,
-        "height": H_LAT * SPATIAL, "latent_frames": T, "output_frames": frames[0], "precision": "fp16",
-        "inputs": [{"name": "latents", "shape": [T, C, H_LAT, W_LAT], "dtype": "float16"},
-                   {"name": "first", **flag_spec}, {"name": "trim", **flag_spec},
-                   {"name": "state0", "shape": state, "dtype": "float16"}],
-        "outputs": [{"name": "frames", "shape": frames, "dtype": "float16"},
-                    {"name": "state0_next", "shape": state, "dtype": "float16"}],
-        "decoder": {"arch": "student", "config": {"note": "test fixture, not a Turbo-VAED student"},
-                    "checkpoint": "random"},
-        "toolchain": {"turbovaed": "0.1.0", "torch": torch.__version__, "coremltools": ct.__version__},
-        "report": {"op_counts": {}, "max_rank": 4, "slow_path_ops": [], "partitions": None,
-                   "non_delegated_ops": {}, "weights_bytes": C * TEMPORAL * 3 * SPATIAL * SPATIAL * 2,
-                   "gflops_per_frame": 0.0},
-        "parity": None, "size_bytes": size, "sha256": tree_sha256(out), "created": "2025-01-01T00:00:00+00:00",
-        "stream": {
+    manifest = stream_manifest(
+        "tiny-stream", out, {"turbovaed": "0.1.0", "torch": torch.__version__, "coremltools": ct.__version__},
+        controls=("first", "trim"), valid=False, stream={
             "chunk_latent_frames": T, "frames_per_chunk": frames[0], "first_chunk_skip": TEMPORAL - 1,
             "flags": {"first": "1.0 on the first chunk of a video, else 0.0",
                       "trim": "1.0 on the first chunk when the full decode of the whole video trims, else 0.0"},
@@ -122,10 +106,9 @@ def make_tiny_stream() -> None:
                     "chunk_latent_frames frames of its output",
             "first_chunk": f"drop the first {TEMPORAL - 1} frames of the first chunk when trim = 1",
             "coreml_states": "explicit inputs/outputs", "notes": ["test fixture"],
-        },
-    }
+        })
     (FIXTURES / "tiny-stream.manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"wrote {out} ({size} bytes) and tiny-stream.manifest.json")
+    print(f"wrote {out} ({manifest['size_bytes']} bytes) and tiny-stream.manifest.json")
 
 
 class TinyStreamStepV2(torch.nn.Module):
@@ -181,24 +164,21 @@ def make_tiny_stream_v2() -> None:
     write_tiny_stream_v2_manifest({"turbovaed": "0.1.0", "torch": torch.__version__, "coremltools": ct.__version__})
 
 
-def write_tiny_stream_v2_manifest(toolchain: dict | None = None) -> None:
-    """``tiny-stream-v2.manifest.json`` for the package there; ``toolchain`` None: the one the manifest records."""
-    out = FIXTURES / "tiny-stream-v2.mlpackage"
-    path = FIXTURES / "tiny-stream-v2.manifest.json"
-    if toolchain is None:
-        toolchain = json.loads(path.read_text())["toolchain"]
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+def stream_manifest(name: str, package: Path, toolchain: dict, *, controls, valid: bool, stream: dict) -> dict:
+    """The manifest of a tiny streaming fixture ``package``: the exporter's envelope, its inputs (latents, the
+    ``controls``, one state) and outputs (frames, ``valid`` when ``valid``, the next state), and ``stream``."""
     frames, state = [T * TEMPORAL, 3, H_LAT * SPATIAL, W_LAT * SPATIAL], [1, C, H_LAT, W_LAT]
     flag_spec = {"shape": [1, 1, 1, 1], "dtype": "float16"}
-    manifest = {
-        "schema": "turbovaed.manifest/2", "name": "tiny-stream-v2", "artifact": "tiny-stream-v2.mlpackage",
+    size = sum(p.stat().st_size for p in package.rglob("*") if p.is_file())
+    return {
+        "schema": "turbovaed.manifest/2", "name": name, "artifact": package.name,
         "target": "coreml", "delegate": None, "preset": "16x16", "family": "wan", "width": W_LAT * SPATIAL,
         "height": H_LAT * SPATIAL, "latent_frames": T, "output_frames": frames[0], "precision": "fp16",
         "inputs": [{"name": "latents", "shape": [T, C, H_LAT, W_LAT], "dtype": "float16"},
-                   *({"name": n, **flag_spec} for n in V2_CONTROLS),
+                   *({"name": n, **flag_spec} for n in controls),
                    {"name": "state0", "shape": state, "dtype": "float16"}],
         "outputs": [{"name": "frames", "shape": frames, "dtype": "float16"},
-                    {"name": "valid", "shape": [frames[0], 1, 1, 1], "dtype": "float16"},
+                    *([{"name": "valid", "shape": [frames[0], 1, 1, 1], "dtype": "float16"}] if valid else []),
                     {"name": "state0_next", "shape": state, "dtype": "float16"}],
         "decoder": {"arch": "student", "config": {"note": "test fixture, not a Turbo-VAED student"},
                     "checkpoint": "random"},
@@ -206,8 +186,20 @@ def write_tiny_stream_v2_manifest(toolchain: dict | None = None) -> None:
         "report": {"op_counts": {}, "max_rank": 4, "slow_path_ops": [], "partitions": None,
                    "non_delegated_ops": {}, "weights_bytes": C * TEMPORAL * 3 * SPATIAL * SPATIAL * 2,
                    "gflops_per_frame": 0.0},
-        "parity": None, "size_bytes": size, "sha256": tree_sha256(out), "created": "2025-01-01T00:00:00+00:00",
-        "stream": {  # the keys of exporters.add_stream_section, in its order
+        "parity": None, "size_bytes": size, "sha256": tree_sha256(package), "created": "2025-01-01T00:00:00+00:00",
+        "stream": stream,
+    }
+
+
+def write_tiny_stream_v2_manifest(toolchain: dict | None = None) -> None:
+    """``tiny-stream-v2.manifest.json`` for the package there; ``toolchain`` None: the one the manifest records."""
+    out = FIXTURES / "tiny-stream-v2.mlpackage"
+    path = FIXTURES / "tiny-stream-v2.manifest.json"
+    if toolchain is None:
+        toolchain = json.loads(path.read_text())["toolchain"]
+    frames, state = [T * TEMPORAL, 3, H_LAT * SPATIAL, W_LAT * SPATIAL], [1, C, H_LAT, W_LAT]
+    manifest = stream_manifest("tiny-stream-v2", out, toolchain, controls=V2_CONTROLS, valid=True, stream={
+            # the keys of exporters.add_stream_section, in its order
             "chunk_latent_frames": T, "frames_per_chunk": frames[0], "first_chunk_skip": TEMPORAL - 1,
             "controls": list(V2_CONTROLS), "valid_output": "valid", "flush_chunks": 1, "restart_at": [],
             "flags": {"first": "1.0 on the first chunk of a video (or of a restart segment), else 0.0",
@@ -222,10 +214,9 @@ def write_tiny_stream_v2_manifest(toolchain: dict | None = None) -> None:
             "restart": None,
             "coreml_states": "explicit inputs/outputs", "memory_estimate": None,
             "notes": ["test fixture (protocol v2)"],
-        },
-    }
+        })
     path.write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"wrote {path.name} for {out.name} ({size} bytes)")
+    print(f"wrote {path.name} for {out.name} ({manifest['size_bytes']} bytes)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,7 +32,6 @@ from turbo_vaed.bench.options import (
     BenchOptions,
     stream_clip_frames,
     stream_segment_trims,
-    stream_trims,  # noqa: F401 (the drivers' trim rule, re-exported)
     trim_flags,
 )
 from turbo_vaed.bench.schema import validate_results

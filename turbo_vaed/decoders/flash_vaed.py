@@ -1165,9 +1165,7 @@ def _time_conv(tl: Timeline, m: nn.Module, x: torch.Tensor, clk: Clock) -> tuple
         y, clk = _time_conv(tl, m.depthwise, x, clk)
         return m.pointwise(y), clk
     if isinstance(m, TimeConv) and m.kt > 1:
-        front, back, mode = m.time_pad()
-        xp, out = tl.pad(x, clk, front, back, mode)
-        return m.from_padded(xp, x.shape[0]), out
+        return tl.conv(m, x, clk, *m.time_pad())
     return m(x), clk
 
 

@@ -142,6 +142,12 @@ class Timeline:
             raise ValueError(f"unknown time padding mode {mode!r}")
         return xf, clk.lagged(back)
 
+    def conv(self, m: nn.Module, x: torch.Tensor, clk: Clock, front: int, back: int,
+             mode: str) -> tuple[torch.Tensor, Clock]:
+        """A lowered temporal conv ``m`` (its ``from_padded(xp, t)``) on this chunk, padded as :meth:`pad` pads."""
+        xp, out = self.pad(x, clk, front, back, mode)
+        return m.from_padded(xp, x.shape[0]), out
+
     def emit(self, y: torch.Tensor, clk: Clock, skip: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The walk's result: the output rows and their ``valid`` mask (see :meth:`valid`); records the lag."""
         self.lag = clk.off

@@ -678,8 +678,7 @@ class TurboVAEDStep(ClockedStep):
     def conv(tl: Timeline, m: nn.Module, x: torch.Tensor, clk: Clock) -> tuple[torch.Tensor, Clock]:
         if m.k == 1:
             return m(x), clk
-        xp, out = tl.pad(x, clk, *m.pad_t, "replicate")
-        return m.from_padded(xp, x.shape[0]), out
+        return tl.conv(m, x, clk, *m.pad_t, "replicate")
 
     def resblock(self, tl: Timeline, b: MobileResBlock, x: torch.Tensor, clk: Clock) -> tuple[torch.Tensor, Clock]:
         h = b.norm1(x)

@@ -58,17 +58,6 @@ def _commit(files: list[Path], out_dir: Path, tmp: Path) -> None:
         os.replace(src, dest)
 
 
-CONTROL_DOCS = {
-    "first": "1.0 on the first chunk of a video (or of a restart segment), else 0.0",
-    "trim": "1.0 on the first chunk when the full decode of the whole video (segment) trims (turbovaed decode: the "
-            "family's frame rule at the video's latent length), else 0.0",
-    "start": "latent index of the chunk's first frame within the video (segment): chunk index * "
-             "chunk_latent_frames",
-    "remaining": "latent frames of the video (segment) from the chunk's first one on: total - start (<= 0 on the "
-                 "flush calls)",
-}
-
-
 STREAM_LIVE = 4  # activations alive at once in a step's peak: a layer's input, its stacked taps, its output
 
 
@@ -127,17 +116,14 @@ def add_stream_section(manifest: dict, step, io_dtype: str, dec: Decoder) -> Non
         tail = ("pad the last chunk with copies of its last latent frame; keep the first n * frames_per_chunk / "
                 "chunk_latent_frames frames of its output")
         first = f"drop the first {step.first_chunk_skip} frames of the first chunk when trim = 1"
+    from turbo_vaed.streaming import CONTROL_DOCS, stream_spec
+
+    loop = stream_spec(step, io_dtype)
+    states = loop.pop("states")
     manifest["stream"] = {
-        "chunk_latent_frames": step.latent_frames,
-        "frames_per_chunk": step.frames_per_chunk,
-        "first_chunk_skip": step.first_chunk_skip,
-        "controls": list(step.controls),
-        "valid_output": "valid" if step.valid_output else None,
-        "flush_chunks": step.flush_chunks,
-        "restart_at": list(step.restart_at),
+        **loop,
         "flags": {n: CONTROL_DOCS[n] for n in step.controls},
-        "states": [{"name": n, "shape": list(s), "dtype": io_dtype, "init": "zeros", "next": f"{n}_next"}
-                   for n, s in step.states],
+        "states": states,
         "tail": tail,
         "first_chunk": first,
         "restart": (f"at latent frame(s) {', '.join(map(str, step.restart_at))} the video restarts: reset the states "
