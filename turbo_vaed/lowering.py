@@ -42,17 +42,23 @@ class LoweringOptions:
     ``fp16_safe``: overflow-free RMSNorm for half precision. ``shuffle``: ``pixel_shuffle`` (one
     depth_to_space op: Core ML) or ``transpose`` (rank-4 reshape/permute: XNNPACK, NNAPI). ``rsqrt``:
     ``rsqrt`` or ``div_sqrt`` (1/sqrt, for runtimes without Reciprocal, e.g. the NNAPI EP).
+    ``stream_bands``: a streaming step runs its high-resolution tail in this many bands of rows, one after the
+    other (exact: each band reads its neighbours' rows as context), so its largest activations shrink by about
+    that factor (see :class:`turbo_vaed.decoders.student.StudentStep`).
     """
 
     fp16_safe: bool = True
     shuffle: str = "pixel_shuffle"
     rsqrt: str = "rsqrt"
+    stream_bands: int = 1
 
     def __post_init__(self) -> None:
         if self.shuffle not in SHUFFLE_MODES:
             raise ValueError(f"shuffle must be one of {SHUFFLE_MODES}, got {self.shuffle!r}")
         if self.rsqrt not in RSQRT_MODES:
             raise ValueError(f"rsqrt must be one of {RSQRT_MODES}, got {self.rsqrt!r}")
+        if self.stream_bands < 1:
+            raise ValueError(f"stream_bands must be >= 1, got {self.stream_bands}")
 
 
 def spatial_shuffle(x: torch.Tensor, r: int, mode: str) -> torch.Tensor:

@@ -48,6 +48,18 @@ def stream_spec(step, io_dtype: str | None = None) -> dict:
                        for n, s in step.states]}
 
 
+def banded_options(options, decoder: Decoder, bands: int):
+    """``options`` with ``stream_bands=bands``, for an architecture whose streaming step can run in bands."""
+    from dataclasses import replace
+
+    if bands < 1:
+        raise UserError(f"--bands must be >= 1, got {bands}")
+    if bands > 1 and not decoder.arch.stream_bands:
+        raise UserError(f"the {decoder.arch.name} streaming step runs whole frames only: drop --bands (the "
+                        "project's student can run its high-resolution tail in bands)")
+    return replace(options, stream_bands=bands)
+
+
 def _controls(spec: dict) -> list[str]:
     names = list(spec.get("controls") or ("first", "trim"))
     bad = [n for n in names if n not in CONTROLS]
@@ -125,13 +137,15 @@ def torch_call(step_module: torch.nn.Module, spec: dict) -> Call:
     return call
 
 
-def stream_decoder(decoder: Decoder, z: torch.Tensor, chunk: int = 2) -> Iterator[np.ndarray]:
-    """Stream ``z`` (1, C, T, h, w) through ``decoder``'s PyTorch streaming step."""
+def stream_decoder(decoder: Decoder, z: torch.Tensor, chunk: int = 2, bands: int = 1) -> Iterator[np.ndarray]:
+    """Stream ``z`` (1, C, T, h, w) through ``decoder``'s PyTorch streaming step (``bands``: see
+    :class:`~turbo_vaed.lowering.LoweringOptions`)."""
     from turbo_vaed.lowering import LoweringOptions
 
     if chunk < 1:
         raise UserError(f"--chunk must be >= 1, got {chunk}")
-    step = decoder.arch.stream_step(decoder.module, LoweringOptions(), chunk, z.shape[3], z.shape[4])
+    opts = banded_options(LoweringOptions(), decoder, bands)
+    step = decoder.arch.stream_step(decoder.module, opts, chunk, z.shape[3], z.shape[4])
     spec = stream_spec(step)
     x = z[0].transpose(0, 1).contiguous().float().numpy()
     yield from run_stream(torch_call(step.module, spec), spec, x,

@@ -64,7 +64,7 @@ def raw_latents(z: torch.Tensor, choices, meta: dict) -> torch.Tensor:
 
 
 def _decode_stream(latents: Path, layout: str, output: Path, model, choices, rate: float,
-                   artifact: Path | None, chunk: int) -> None:
+                   artifact: Path | None, chunk: int, bands: int = 1) -> None:
     """``decode --stream``: chunk by chunk (PyTorch or an exported artifact), frames written as they arrive."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -87,8 +87,8 @@ def _decode_stream(latents: Path, layout: str, output: Path, model, choices, rat
         chunks = stream_artifact(runner, z, model.arch.trims(model.config, z.shape[2]))
         how = f"{runner.name} ({artifact.name})"
     else:
-        chunks = stream_decoder(model, z, chunk)
-        how = f"PyTorch, {chunk} latent frames per chunk"
+        chunks = stream_decoder(model, z, chunk, bands)
+        how = f"PyTorch, {chunk} latent frames per chunk" + (f", tail in {bands} bands" if bands > 1 else "")
     t0 = time.perf_counter()
     cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.fields[fps]}"))
@@ -122,6 +122,8 @@ def decode(
     artifact: Optional[Path] = typer.Option(None, "--artifact", help="--stream through an exported streaming "
                                             "artifact (`export --stream`; ONNX Runtime, ExecuTorch, Core ML)."),
     chunk: int = typer.Option(2, "--chunk", min=1, max=64, help="--stream in PyTorch: latent frames per chunk."),
+    bands: int = typer.Option(1, "--bands", min=1, max=256, help="--stream in PyTorch: run the high-resolution "
+                              "tail in this many bands of rows (less memory, same frames; the student)."),
 ) -> None:
     """Decode latents to an mp4 with a decoder (default: the student) or the teacher."""
     from turbo_vaed.guards import (
@@ -152,11 +154,15 @@ def decode(
         if shape[2] < model.min_latent_frames:
             raise UserError(f"this {model.arch.name} decoder needs at least {model.min_latent_frames} latent "
                             f"frames, {latents} holds {shape[2]}")
+    if bands != 1 and not (stream or artifact is not None):
+        raise UserError("--bands splits the streaming step: pass --stream too")
     if stream or artifact is not None:
         if decoder == "teacher":
             raise UserError("--stream decodes with a turbovaed decoder, not the teacher: drop --decoder teacher")
         rate = fps or float(meta.get("fps", 24) or 24)
-        return _decode_stream(latents, layout, output, model, choices, rate, artifact, chunk)
+        if artifact is not None and bands != 1:
+            raise UserError("--bands is fixed when the artifact is exported (`export --stream --bands N`): drop it")
+        return _decode_stream(latents, layout, output, model, choices, rate, artifact, chunk, bands)
     require_decode_memory(model, shape, fix="crop the latents or decode fewer frames" if decoder == "teacher" else
                           "decode with --stream (chunk by chunk, constant memory), or crop the latents")
     z, meta = load_latents(latents, layout)

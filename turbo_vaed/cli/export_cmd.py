@@ -56,6 +56,9 @@ def export_cmd(
     check: Optional[Path] = typer.Option(None, "--check", help="Re-read ARTIFACT and print its report; no export."),
     stream: bool = typer.Option(False, "--stream", help="Export the streaming step: state tensors as explicit "
                                 "inputs/outputs, named in the manifest, for exact chunk-by-chunk decoding."),
+    bands: int = typer.Option(1, "--bands", min=1, max=256, help="With --stream: run the step's high-resolution "
+                              "tail in this many bands of rows, one after the other (same numbers, about N times "
+                              "smaller activations there; the student)."),
     threads: ThreadsOpt = None,
 ) -> None:
     """Lower a decoder and export it for phones, with its manifest and phone-readiness report."""
@@ -88,7 +91,8 @@ def export_cmd(
     t0 = time.perf_counter()
     with console.status(f"exporting {choices.family.name} to {target} at {r}") as status:
         result = export_artifact(decoder, target, r, latent_frames=t, precision=prec, out_dir=out, delegate=d,
-                                 name=name, progress=lambda msg: status.update(msg), stream=stream)
+                                 name=name, progress=lambda msg: status.update(msg), stream=stream,
+                                 bands=bands)
     m = result.manifest
     console.print(report_table(m["report"], f"{result.artifact.name}: {m['target']}"
                                f"{'/' + m['delegate'] if m['delegate'] else ''} {m['precision']}, "

@@ -74,6 +74,7 @@ class Architecture(ABC):
 
     name: ClassVar[str]  # e.g. "student", "turbo-vaed", "taehv", "flash-vaed"
     description: ClassVar[str] = ""
+    stream_bands: ClassVar[bool] = False  # its stream_step honours LoweringOptions.stream_bands
 
     # ---- config
     @abstractmethod

@@ -20,6 +20,7 @@ from torch import nn
 from turbo_vaed.config import StudentConfig
 from turbo_vaed.decoders.base import Architecture
 from turbo_vaed.decoders.student_model import TurboVAEDDecoder, trims
+from turbo_vaed.errors import UserError
 from turbo_vaed.lowering import (
     LoweringOptions,
     MobileRMSNorm,
@@ -123,6 +124,7 @@ class StudentArchitecture(Architecture):
     """The Turbo-VAED student of this project (``models/<family>.json`` configs)."""
 
     name = "student"
+    stream_bands = True
     description = "turbovaed's Turbo-VAED student (3D depthwise-separable convs, decoupled 3D pixel shuffle)"
 
     def config_from_dict(self, d: dict) -> StudentConfig:
@@ -155,11 +157,21 @@ class StudentArchitecture(Architecture):
         from turbo_vaed.decoders.base import StreamStep
 
         mobile = MobileDecoder(module, options).float().eval()
-        step = StudentStep(mobile, latent_frames).eval()
+        step = StudentStep(mobile, latent_frames, options.stream_bands).eval()
+        rows = h  # rows where the tail starts
+        for u in list(mobile.layers)[:step.tail_from]:
+            rows *= u.rs if isinstance(u, MobileUpsample) else 1
+        if options.stream_bands > rows:
+            raise UserError(f"--bands {options.stream_bands} is more than the {rows} rows the high-resolution tail "
+                            f"starts from at this size: use at most {rows} bands")
         shapes = state_shapes(mobile, latent_frames, h, w)
+        notes = ["causal temporal convs: each keeps its last k-1 input frames"]
+        if options.stream_bands > 1:
+            notes.append(f"high-resolution tail in {options.stream_bands} bands of rows ({step.reach} rows of "
+                         "context each side; exact)")
         return StreamStep(step, latent_frames, latent_frames * module.cfg.fam.temporal_factor,
                           [(f"state{i}", s) for i, s in enumerate(shapes)], step.first_chunk_skip(latent_frames),
-                          ["causal temporal convs: each keeps its last k-1 input frames"])
+                          notes)
 
 
 ARCH = StudentArchitecture()
@@ -219,13 +231,43 @@ def state_shapes(mobile: MobileDecoder, latent_frames: int, h: int, w: int) -> l
     return shapes
 
 
+TAIL_STAGES = 2  # spatial upsamples (from the last) whose stages a banded step runs band by band
+
+
+def _pad_rows(conv: nn.Module) -> int:
+    return (conv.depthwise if isinstance(conv, MobileSeparable) else conv).pad[0]
+
+
+def tail_reach(mobile: MobileDecoder, start: int) -> int:
+    """Rows of context (at the resolution of ``mobile.layers[start]``'s input) one output row of the layers from
+    ``start`` on, ``norm_out`` and ``conv_out`` depends on, each side."""
+    r = _pad_rows(mobile.conv_out)
+    for layer in reversed(list(mobile.layers)[start:]):
+        if isinstance(layer, MobileResBlock):
+            r += _pad_rows(layer.conv1) + _pad_rows(layer.conv2)
+        else:
+            r = -(-r // layer.rs) + _pad_rows(layer.conv)
+    return r
+
+
 class StudentStep(nn.Module):
     """One streaming step of the lowered student: ``(latents [k, C, h, w], first, trim, *states)`` ->
-    ``(frames [rt*k, 3, H, W], *next states)``. Same numbers as the full decode (see :class:`StreamState`)."""
+    ``(frames [rt*k, 3, H, W], *next states)``. Same numbers as the full decode (see :class:`StreamState`).
 
-    def __init__(self, mobile: MobileDecoder, latent_frames: int | None = None) -> None:
+    ``bands`` > 1 runs the high-resolution tail (from the second-to-last spatial upsample on, where activations
+    are largest) in that many bands of rows, one after the other, each with :func:`tail_reach` rows of context:
+    the same numbers, with the tail's activations about ``bands`` times smaller.
+    """
+
+    def __init__(self, mobile: MobileDecoder, latent_frames: int | None = None, bands: int = 1) -> None:
         super().__init__()
         self.mobile = mobile
+        self.bands = bands
+        ups = [i for i, layer in enumerate(mobile.layers) if isinstance(layer, MobileUpsample) and layer.rs > 1]
+        # the two highest-resolution stages (from the second-to-last spatial upsample on) hold most of the
+        # activations: at 720p the quarter-resolution stage alone peaks near 1.5 GB in ONNX Runtime (fp32)
+        self.tail_from = ups[-TAIL_STAGES] if len(ups) >= TAIL_STAGES else (ups[0] if ups else len(mobile.layers))
+        self.reach = tail_reach(mobile, self.tail_from)
         self._masks: dict[int, str] = {}
         if latent_frames is not None:  # constant masks for export (no zeros/full/index_put op in the graph)
             t, skip = latent_frames, 0
@@ -244,27 +286,61 @@ class StudentStep(nn.Module):
         mask[:p] = 1.0
         return mask
 
+    def _layer(self, i: int, layer: nn.Module, x: torch.Tensor, st: StreamState) -> torch.Tensor:
+        if isinstance(layer, MobileResBlock):
+            h = st.any_conv(layer.conv1, silu(layer.norm1(x)))
+            h = st.any_conv(layer.conv2, silu(layer.norm2(h)))
+            return x + h
+        # MobileUpsample: all rt*t frames, the leading ones overwritten on a trimming first chunk
+        y = st.any_conv(layer.conv, x)
+        t, c, hh, ww = y.shape
+        if layer.rt > 1:
+            y = y.reshape(t * layer.rt, c // layer.rt, hh, ww)
+            p = st.skip * layer.rt + layer.rt - 1
+            if p > 0:
+                keep = y[p : p + 1]
+                y = y + (st.trim * self._mask(i, y.shape[0], p, y)) * (keep - y)
+            st.skip = p
+        return spatial_shuffle(y, layer.rs, layer.shuffle)
+
+    def _tail(self, x: torch.Tensor, st: StreamState) -> torch.Tensor:
+        m = self.mobile
+        for i in range(self.tail_from, len(m.layers)):
+            x = self._layer(i, m.layers[i], x, st)
+        x = st.conv(m.conv_out, silu(m.norm_out(x)))
+        return torch.clamp(spatial_shuffle(x, m.patch_size, m.shuffle), -1.0, 1.0)
+
+    def _banded_tail(self, x: torch.Tensor, st: StreamState) -> torch.Tensor:
+        """The tail band by band: rows ``[a, b)`` read ``reach`` rows of context each side; outputs and next
+        states are cropped to the band and stitched, so they equal the whole-frame tail's."""
+        states, st.inp = st.inp, []  # the tail's states: the last ones in traversal order
+        rows = x.shape[2]
+        cuts = [round(j * rows / self.bands) for j in range(self.bands + 1)]
+        scale = [s.shape[2] // rows for s in states]
+        frames: list[torch.Tensor] = []
+        nxt: list[list[torch.Tensor]] = [[] for _ in states]
+        skip, sub = st.skip, st
+        for a, b in zip(cuts, cuts[1:], strict=False):
+            s0, s1 = max(0, a - self.reach), min(rows, b + self.reach)
+            sub = StreamState([s[:, :, s0 * k : s1 * k] for s, k in zip(states, scale, strict=True)], st.first, st.trim)
+            sub.skip = skip
+            y = self._tail(x[:, :, s0:s1], sub)
+            f = y.shape[2] // (s1 - s0)
+            frames.append(y[:, :, (a - s0) * f : (b - s0) * f])
+            for j, (o, k) in enumerate(zip(sub.out, scale, strict=True)):
+                nxt[j].append(o[:, :, (a - s0) * k : (b - s0) * k])
+        st.skip = sub.skip
+        st.out.extend(torch.cat(parts, dim=2) for parts in nxt)
+        return torch.cat(frames, dim=2)
+
     def run(self, z: torch.Tensor, st: StreamState) -> torch.Tensor:
         m = self.mobile
         x = st.conv(m.conv_in, z)
-        for i, layer in enumerate(m.layers):
-            if isinstance(layer, MobileResBlock):
-                h = st.any_conv(layer.conv1, silu(layer.norm1(x)))
-                h = st.any_conv(layer.conv2, silu(layer.norm2(h)))
-                x = x + h
-            else:  # MobileUpsample: all rt*t frames, the leading ones overwritten on a trimming first chunk
-                y = st.any_conv(layer.conv, x)
-                t, c, hh, ww = y.shape
-                if layer.rt > 1:
-                    y = y.reshape(t * layer.rt, c // layer.rt, hh, ww)
-                    p = st.skip * layer.rt + layer.rt - 1
-                    if p > 0:
-                        keep = y[p : p + 1]
-                        y = y + (st.trim * self._mask(i, y.shape[0], p, y)) * (keep - y)
-                    st.skip = p
-                x = spatial_shuffle(y, layer.rs, layer.shuffle)
-        x = st.conv(m.conv_out, silu(m.norm_out(x)))
-        return torch.clamp(spatial_shuffle(x, m.patch_size, m.shuffle), -1.0, 1.0)
+        for i in range(self.tail_from):
+            x = self._layer(i, m.layers[i], x, st)
+        if self.bands > 1:
+            return self._banded_tail(x, st)
+        return self._tail(x, st)
 
     def forward(self, z: torch.Tensor, first: torch.Tensor, trim: torch.Tensor, *states: torch.Tensor):
         st = StreamState(list(states), first, trim)

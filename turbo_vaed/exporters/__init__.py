@@ -140,12 +140,14 @@ def export_artifact(decoder: Decoder | torch.nn.Module, target: str, res: str | 
                     latent_frames: int | None = 3,
                     precision: str | None = "fp32", out_dir: Path | str = Path("out/artifacts"),
                     delegate: str | None = None, name: str | None = None, checkpoint: str | Path | None = None,
-                    progress: Callable[[str], None] | None = None, stream: bool = False) -> ExportResult:
+                    progress: Callable[[str], None] | None = None, stream: bool = False,
+                    bands: int = 1) -> ExportResult:
     """Lower ``decoder`` (any architecture) and export it for ``target`` at ``res`` (preset name or ``WxH``).
 
     ``latent_frames``/``precision`` ``None`` take the preset's value (``export/<target>.toml``).
     ``stream``: export the architecture's streaming step (state tensors as explicit inputs/outputs; the
-    manifest's ``stream`` section says how to carry them) instead of a whole-chunk decoder.
+    manifest's ``stream`` section says how to carry them) instead of a whole-chunk decoder; ``bands`` > 1
+    runs its high-resolution tail in that many bands of rows (less memory, same numbers).
     ``checkpoint`` (a path) relabels where the weights came from in the manifest. Bad input raises
     :class:`UserError` before anything is written.
     """
@@ -173,8 +175,15 @@ def export_artifact(decoder: Decoder | torch.nn.Module, target: str, res: str | 
         raise UserError(f"this {dec.arch.name} decoder needs at least {dec.min_latent_frames} latent frames per "
                         f"chunk, got {t}: raise --latent-frames")
     opts = lowering_options(preset, delegate, precision)
+    if bands != 1:
+        if not stream:
+            raise UserError("--bands splits the streaming step's high-resolution tail: pass --stream too")
+        from turbo_vaed.streaming import banded_options
+
+        opts = banded_options(opts, dec, bands)
     label = fam.name if dec.arch.name == "student" else f"{fam.name}-{dec.arch.name}"
-    name = name or default_name(label, target, delegate, preset_name, precision, t) + ("-stream" if stream else "")
+    suffix = ("-stream" if stream else "") + (f"-b{bands}" if bands > 1 else "")
+    name = name or default_name(label, target, delegate, preset_name, precision, t) + suffix
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise UserError(f"artifact name '{name}' must be letters, digits, '.', '_' or '-' (no folders): fix --name")
     out_dir = Path(out_dir)

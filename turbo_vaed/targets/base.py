@@ -87,7 +87,11 @@ class Runner:
         return np.asarray(out, dtype=np.float32)
 
     def run_all(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Every output (manifest order) for named inputs (a streaming step: latents, flags, states)."""
+        """Every output (manifest order) for named inputs (a streaming step: latents, flags, states).
+
+        A runner may write a streaming step's next states into the buffers of its state inputs (ONNX Runtime
+        does: one copy of the states in memory); feed each call the states the previous call returned.
+        """
         specs = self.manifest["inputs"]
         missing = [s["name"] for s in specs if s["name"] not in feeds]
         if missing:

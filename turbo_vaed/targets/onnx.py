@@ -188,7 +188,40 @@ class OrtRunner(Runner):
 
     def _run_all(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         names = [i.name for i in self.session.get_inputs()]
-        return self.session.run(None, dict(zip(names, arrays, strict=True)))
+        feeds = dict(zip(names, arrays, strict=True))
+        nxt = {s["next"]: s["name"] for s in (self.manifest.get("stream") or {}).get("states", [])}
+        if not nxt:
+            return self.session.run(None, feeds)
+        return self._run_in_place(feeds, nxt)
+
+    def _run_in_place(self, feeds: dict[str, np.ndarray], nxt: dict[str, str]) -> list[np.ndarray]:
+        """A streaming step whose next states overwrite the state inputs' buffers (bound with IOBinding).
+
+        Only one copy of the states is alive, not two: at 720p the default student's fp32 states are 0.9 GB. Safe
+        because every node that reads a state input runs before the node that writes its next value (the next
+        state is cut from a concatenation of the state with the chunk's new frames).
+        """
+        import onnxruntime as ort
+
+        seen: set[int] = set()
+        for name in nxt.values():  # a buffer of its own, writable, for every state (else a private copy)
+            a = feeds[name]
+            if not (a.flags.c_contiguous and a.flags.writeable and a.flags.owndata) or a.ctypes.data in seen:
+                a = feeds[name] = a.copy()
+            seen.add(a.ctypes.data)
+        io = self.session.io_binding()
+        for name, a in feeds.items():
+            io.bind_cpu_input(name, a)
+        outs = self.session.get_outputs()
+        for o in outs:
+            if o.name in nxt:
+                a = feeds[nxt[o.name]]
+                io.bind_output(o.name, "cpu", 0, a.dtype, list(a.shape), a.ctypes.data)
+            else:
+                io.bind_output(o.name, "cpu")
+        self.session.run_with_iobinding(io)
+        got: list[ort.OrtValue] = io.get_outputs()
+        return [feeds[nxt[o.name]] if o.name in nxt else v.numpy() for o, v in zip(outs, got, strict=True)]
 
 
 class OnnxTarget(Target):

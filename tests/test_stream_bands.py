@@ -1,0 +1,145 @@
+"""Banded streaming step: the student's full-resolution tail in bands of rows, same frames, less memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import latents_for, small_student
+from turbo_vaed.config import student_families
+from turbo_vaed.decoders import as_decoder
+from turbo_vaed.errors import UserError
+from turbo_vaed.exporters import export_artifact, stream_memory_estimate
+from turbo_vaed.lowering import LoweringOptions
+from turbo_vaed.streaming import run_stream, stream_decoder, stream_spec, torch_call
+
+TOL_TORCH, TOL_RUNTIME = 1e-5, 1e-4
+
+
+def full_decode(student, z: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return student(z)[0].transpose(0, 1).numpy()
+
+
+@pytest.mark.parametrize("family", student_families())
+def test_banded_stream_equals_full_decode(family):
+    """Any number of bands (up to one per row), any chunk: the frames of the full decode."""
+    student = small_student(family)
+    dec = as_decoder(student)
+    z = latents_for(family, t=5, h=5, w=3, seed=1)
+    ref = full_decode(student, z)
+    for bands in (2, 3, 7):
+        for chunk in (1, 2):
+            got = np.concatenate(list(stream_decoder(dec, z, chunk, bands)))
+            assert got.shape == ref.shape, (family, bands, chunk)
+            assert np.abs(got - ref).max() <= TOL_TORCH, (family, bands, chunk, np.abs(got - ref).max())
+
+
+def test_band_context_is_tight():
+    """One row of context less than the measured reach changes the frames: the test above can fail."""
+    student = small_student("wan")
+    dec = as_decoder(student)
+    z = latents_for("wan", t=3, h=6, w=3, seed=2)
+    step = dec.arch.stream_step(dec.module, LoweringOptions(stream_bands=3), 1, 6, 3)
+    assert step.module.reach >= 1 and any("bands" in n for n in step.notes)
+    step.module.reach -= 1
+    spec = stream_spec(step)
+    got = np.concatenate(list(run_stream(torch_call(step.module, spec), spec,
+                                         z[0].transpose(0, 1).contiguous().numpy(), True)))
+    assert np.abs(got - full_decode(student, z)).max() > 1e-4
+
+
+def test_banded_onnx_step_is_exact_and_smaller(tmp_path):
+    from turbo_vaed.targets import load_runner
+
+    student = small_student("wan")
+    res = export_artifact(student, "onnx", "48x64", latent_frames=2, precision="fp32", out_dir=tmp_path,
+                          stream=True, bands=3)
+    m = res.manifest
+    assert m["lowering"]["stream_bands"] == 3 and res.artifact.name.endswith("-stream-b3.onnx")
+    plain = export_artifact(student, "onnx", "48x64", latent_frames=2, precision="fp32", out_dir=tmp_path,
+                            stream=True).manifest
+    # the same interface: an app runs a banded step exactly as a plain one
+    assert m["inputs"] == plain["inputs"] and m["outputs"] == plain["outputs"]
+    est, est_plain = m["stream"]["memory_estimate"]["fp32"], plain["stream"]["memory_estimate"]["fp32"]
+    assert est["largest_activation_bytes"] < est_plain["largest_activation_bytes"]
+    runner = load_runner(res.artifact, 2)
+    from turbo_vaed.streaming import stream_artifact
+
+    for t in (1, 5):
+        z = latents_for("wan", t=t, h=8, w=6, seed=t)
+        got = np.concatenate(list(stream_artifact(runner, z, True)))
+        ref = full_decode(student, z)
+        assert got.shape == ref.shape and np.abs(got - ref).max() <= TOL_RUNTIME, t
+
+
+def test_memory_estimate_shrinks_with_bands_at_720p():
+    """On the meta device (nothing allocated): the default student's 720p step, 1 vs 8 bands."""
+    from turbo_vaed.checkpoint import DEFAULT_STUDENT
+    from turbo_vaed.decoders.store import load_decoder
+
+    dec = load_decoder(DEFAULT_STUDENT)
+    shape = dec.input_shape(1, 720, 1280)
+    est = {}
+    for bands in (1, 8):
+        step = dec.arch.stream_step(dec.module, LoweringOptions(stream_bands=bands), 1, shape[2], shape[3])
+        est[bands] = stream_memory_estimate(step, shape, 2)
+    assert est[8]["states_bytes"] == est[1]["states_bytes"]  # the states stay whole frames
+    assert est[8]["largest_activation_bytes"] * 4 < est[1]["largest_activation_bytes"]
+
+
+def test_bands_are_refused_where_they_cannot_apply(tmp_path):
+    from turbo_vaed.decoders.store import random_decoder
+
+    student = small_student("wan")
+    with pytest.raises(UserError, match="--stream"):
+        export_artifact(student, "onnx", "32x32", latent_frames=2, out_dir=tmp_path, bands=2)
+    with pytest.raises(UserError, match="at most"):
+        stream_decoder(as_decoder(student), latents_for("wan", t=2, h=1, w=2), 1, 64).__next__()
+    import json
+    from pathlib import Path
+
+    cfg = json.loads((Path(__file__).resolve().parents[1] / "models" / "taehv" / "taew2_1.json").read_text())
+    taehv = random_decoder("taehv", cfg)
+    with pytest.raises(UserError, match="whole frames only"):
+        stream_decoder(taehv, latents_for("wan", t=2, h=2, w=2), 1, 2).__next__()
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_cli_bands_needs_stream(cli, tmp_path):
+    from turbo_vaed.checkpoint import save_student
+    from turbo_vaed.latents_io import save_latents
+
+    ck = save_student(small_student("wan"), tmp_path / "s.safetensors")
+    lat = save_latents(tmp_path / "z.safetensors", latents_for("wan", t=3, h=4, w=4), "wan")
+    res = cli("decode", lat, "-o", tmp_path / "a.mp4", "--checkpoint", ck, "--bands", "2")
+    assert res.code == 2 and "error:" in res.err and "--stream" in res.err
+    res = cli("decode", lat, "-o", tmp_path / "a.mp4", "--checkpoint", ck, "--stream", "--bands", "2")
+    assert res.code == 0, res.err
+    assert (tmp_path / "a.mp4").is_file()
+
+
+def test_onnx_runner_updates_states_in_place(tmp_path):
+    """The host runner writes the next states into the state inputs' buffers: same numbers as plain runs."""
+    from turbo_vaed.targets import load_runner
+
+    student = small_student("wan")
+    res = export_artifact(student, "onnx", "32x32", latent_frames=1, precision="fp32", out_dir=tmp_path,
+                          stream=True, bands=2)
+    runner = load_runner(res.artifact, 1)
+    spec = res.manifest["stream"]
+    z = latents_for("wan", t=4, h=4, w=4, seed=5)[0].transpose(0, 1).contiguous().numpy()
+    states = {s["name"]: np.zeros(s["shape"], np.float32) for s in spec["states"]}
+    plain = dict(states)
+    for c in range(4):
+        flags = {n: np.full((1, 1, 1, 1), 1.0 if c == 0 else 0.0, np.float32) for n in ("first", "trim")}
+        feeds = {"latents": z[c:c + 1], **flags}
+        buffers = [states[s["name"]] for s in spec["states"]]
+        outs = runner.run_all({**feeds, **states})
+        ref = runner.session.run(None, {**feeds, **plain})
+        assert all(o is b for o, b in zip(outs[1:], buffers, strict=True))  # written in place
+        for o, r in zip(outs, ref, strict=True):
+            assert np.array_equal(o, r), c
+        states = {s["name"]: o for s, o in zip(spec["states"], outs[1:], strict=True)}
+        plain = {s["name"]: r for s, r in zip(spec["states"], ref[1:], strict=True)}
