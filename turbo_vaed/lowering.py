@@ -102,15 +102,24 @@ class TemporalConv(nn.Module):
             x = torch.cat([x[:1]] * (self.k - 1) + [x], dim=0)
         return self.padded(x, t)
 
-    def padded(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        """The conv on ``x`` that already carries its k-1 frames of history in front (``t`` outputs)."""
+    def padded(self, x: torch.Tensor, t: int, tail: torch.Tensor | None = None) -> torch.Tensor:
+        """The conv on ``x`` that already carries its k-1 frames of history in front (``t`` outputs).
+
+        ``tail``: ``x``'s last k-1 frames as a tensor of their own (a streaming step's next state); the last tap
+        is then read from it, so a runtime that orders nodes by what the outputs need computes the state before
+        the conv and frees ``x`` early (ONNX Runtime otherwise keeps every ``x`` alive until the states are cut).
+        """
+        taps = [x[j : j + t] for j in range(self.k)]
+        if tail is not None and self.k > 1:
+            k1 = self.k - 1
+            taps[-1] = tail[k1 - t :] if t <= k1 else torch.cat([x[k1:t], tail], dim=0)
         if self.taps is None:
             if self.k > 1:
-                x = torch.cat([x[j : j + t] for j in range(self.k)], dim=1)
+                x = torch.cat(taps, dim=1)
             return F.conv2d(x, self.weight, self.bias, padding=self.pad)
-        y = F.conv2d(x[0:t], self.taps[0], self.bias, padding=self.pad, groups=self.groups)
+        y = F.conv2d(taps[0], self.taps[0], self.bias, padding=self.pad, groups=self.groups)
         for j in range(1, self.k):
-            y = y + F.conv2d(x[j : j + t], self.taps[j], None, padding=self.pad, groups=self.groups)
+            y = y + F.conv2d(taps[j], self.taps[j], None, padding=self.pad, groups=self.groups)
         return y
 
 

@@ -201,8 +201,9 @@ class StreamState:
         s = self.inp.pop(0)
         rep = torch.cat([x[:1]] * (tc.k - 1), dim=0)
         xp = torch.cat([s + self.first * (rep - s), x], dim=0)
-        self.out.append(xp[xp.shape[0] - (tc.k - 1):])
-        return tc.padded(xp, t)
+        nxt = xp[xp.shape[0] - (tc.k - 1):]
+        self.out.append(nxt)
+        return tc.padded(xp, t, tail=nxt)
 
     def any_conv(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if isinstance(m, MobileSeparable):
