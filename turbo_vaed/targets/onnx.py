@@ -174,11 +174,10 @@ class OrtRunner(Runner):
             so.inter_op_num_threads = 1
         so.log_severity_level = 3
         if self.manifest.get("stream"):
-            # streaming steps: the CPU arena stays on, memory patterns go off. Measured (default student, chunks
-            # of 2, 1 thread): both on 0.86 s/call and 2.1 GB at 256p (and past 24 GB at 720p); both off
-            # 1.5 s and 0.96 GB at 256p, 32 s and 10.5 GB at 720p; arena on + patterns off 0.87 s and 1.1 GB at
-            # 256p, 12-13 s and 18 GB at 720p: the speed of the arena without most of its growth. (The Android
-            # harness turns both off: a phone's budget before its speed.)
+            # streaming steps: the CPU arena stays on, memory patterns go off (default student, 720p, chunks of 2,
+            # 1 thread: both off 31.9 s/call, 10.5 GB; arena on 10.9-12.5 s, 13.8 GB with the states bound in
+            # place; both on past 24 GB; README "Streaming" has the table). The Android harness turns both off: a
+            # phone's budget before its speed.
             so.enable_mem_pattern = False
         self.session = ort.InferenceSession(str(self.artifact), so, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
