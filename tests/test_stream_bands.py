@@ -36,6 +36,22 @@ def test_banded_stream_equals_full_decode(family):
             assert np.abs(got - ref).max() <= TOL_TORCH, (family, bands, chunk, np.abs(got - ref).max())
 
 
+def test_state_taps_flavour_is_exact():
+    """The ONNX preset's flavour (each conv's last tap read from its next state), banded or not."""
+    student = small_student("wan")
+    dec = as_decoder(student)
+    z = latents_for("wan", t=5, h=5, w=3, seed=4)
+    ref = full_decode(student, z)
+    x = z[0].transpose(0, 1).contiguous().numpy()
+    for bands in (1, 3):
+        for chunk in (1, 2):
+            opts = LoweringOptions(stream_bands=bands, stream_state_taps=True)
+            step = dec.arch.stream_step(dec.module, opts, chunk, 5, 3)
+            spec = stream_spec(step)
+            got = np.concatenate(list(run_stream(torch_call(step.module, spec), spec, x, True)))
+            assert got.shape == ref.shape and np.abs(got - ref).max() <= TOL_TORCH, (bands, chunk)
+
+
 def test_band_context_is_tight():
     """One row of context less than the measured reach changes the frames: the test above can fail."""
     student = small_student("wan")

@@ -74,6 +74,8 @@ def test_exported_stream_step_is_exact(wan_student, target, tmp_path):
     assert all(s["init"] == "zeros" and s["next"] == o["name"] for s, o in zip(st["states"], m["outputs"][1:],
                                                                                 strict=True))
     assert m["report"]["max_rank"] <= 4 and st["frames_per_chunk"] == 8 and st["first_chunk_skip"] == 3
+    if target == "executorch":  # the whole step in one XNNPACK partition, nothing on portable kernels
+        assert m["report"]["partitions"] == 1 and not m["report"].get("non_delegated_ops"), m["report"]
     est = st["memory_estimate"]  # the app's working-set budget, per precision
     assert est["fp32"]["states_bytes"] == 4 * sum(int(np.prod(s["shape"])) for s in st["states"])
     assert est["fp32"]["bytes"] == 2 * est["fp16"]["bytes"] > est["fp32"]["largest_activation_bytes"] * 4

@@ -44,13 +44,17 @@ class LoweringOptions:
     ``rsqrt`` or ``div_sqrt`` (1/sqrt, for runtimes without Reciprocal, e.g. the NNAPI EP).
     ``stream_bands``: a streaming step runs its high-resolution tail in this many bands of rows, one after the
     other (exact: each band reads its neighbours' rows as context), so its largest activations shrink by about
-    that factor (see :class:`turbo_vaed.decoders.student.StudentStep`).
+    that factor (see :class:`turbo_vaed.decoders.student.StudentStep`). ``stream_state_taps``: a streaming
+    step reads each temporal conv's last tap from its next-state tensor, so ONNX Runtime (which orders nodes by
+    what the outputs need) cuts the states before the conv and frees its input early; off elsewhere (the extra
+    concatenation is not delegated to XNNPACK).
     """
 
     fp16_safe: bool = True
     shuffle: str = "pixel_shuffle"
     rsqrt: str = "rsqrt"
     stream_bands: int = 1
+    stream_state_taps: bool = False
 
     def __post_init__(self) -> None:
         if self.shuffle not in SHUFFLE_MODES:

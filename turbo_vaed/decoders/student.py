@@ -190,8 +190,10 @@ class StreamState:
     manifest's ``first_chunk_skip`` frames of the first chunk).
     """
 
-    def __init__(self, states: list[torch.Tensor], first: torch.Tensor, trim: torch.Tensor) -> None:
+    def __init__(self, states: list[torch.Tensor], first: torch.Tensor, trim: torch.Tensor,
+                 state_taps: bool = False) -> None:
         self.inp, self.out, self.first, self.trim = list(states), [], first, trim
+        self.state_taps = state_taps  # read each conv's last tap from its next state (LoweringOptions)
         self.skip = 0  # leading duplicate frames so far (first chunk)
 
     def conv(self, tc: TemporalConv, x: torch.Tensor) -> torch.Tensor:
@@ -199,11 +201,12 @@ class StreamState:
         if tc.k == 1:
             return tc.padded(x, t)
         s = self.inp.pop(0)
-        rep = torch.cat([x[:1]] * (tc.k - 1), dim=0)
-        xp = torch.cat([s + self.first * (rep - s), x], dim=0)
+        # first chunk: every history frame is the first frame (broadcast, not a cat of one tensor with itself,
+        # which XNNPACK does not take)
+        xp = torch.cat([s + self.first * (x[:1] - s), x], dim=0)
         nxt = xp[xp.shape[0] - (tc.k - 1):]
         self.out.append(nxt)
-        return tc.padded(xp, t, tail=nxt)
+        return tc.padded(xp, t, tail=nxt if self.state_taps else None)
 
     def any_conv(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if isinstance(m, MobileSeparable):
@@ -323,7 +326,8 @@ class StudentStep(nn.Module):
         skip, sub = st.skip, st
         for a, b in zip(cuts, cuts[1:], strict=False):
             s0, s1 = max(0, a - self.reach), min(rows, b + self.reach)
-            sub = StreamState([s[:, :, s0 * k : s1 * k] for s, k in zip(states, scale, strict=True)], st.first, st.trim)
+            sub = StreamState([s[:, :, s0 * k : s1 * k] for s, k in zip(states, scale, strict=True)], st.first,
+                              st.trim, st.state_taps)
             sub.skip = skip
             y = self._tail(x[:, :, s0:s1], sub)
             f = y.shape[2] // (s1 - s0)
@@ -344,7 +348,7 @@ class StudentStep(nn.Module):
         return self._tail(x, st)
 
     def forward(self, z: torch.Tensor, first: torch.Tensor, trim: torch.Tensor, *states: torch.Tensor):
-        st = StreamState(list(states), first, trim)
+        st = StreamState(list(states), first, trim, self.mobile.options.stream_state_taps)
         frames = self.run(z, st)
         return (frames, *st.out)
 
