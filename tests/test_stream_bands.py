@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from tests.conftest import latents_for, small_student
+from tests.conftest import full_decode, latents_for, small_student
 from turbo_vaed.config import student_families
 from turbo_vaed.decoders import as_decoder
 from turbo_vaed.errors import UserError
@@ -15,11 +14,6 @@ from turbo_vaed.lowering import LoweringOptions
 from turbo_vaed.streaming import run_stream, stream_decoder, stream_spec, torch_call
 
 TOL_TORCH, TOL_RUNTIME = 1e-5, 1e-4
-
-
-def full_decode(student, z: torch.Tensor) -> np.ndarray:
-    with torch.no_grad():
-        return student(z)[0].transpose(0, 1).numpy()
 
 
 @pytest.mark.parametrize("family", student_families())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import latents_for, small_student
+from tests.conftest import full_decode, latents_for, small_student
 from turbo_vaed.config import student_families
 from turbo_vaed.decoders import as_decoder
 from turbo_vaed.exporters import export_artifact
@@ -18,11 +18,6 @@ from turbo_vaed.streaming import stream_artifact, stream_decoder
 
 WAN_LATENTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "wan21_latents_61f_320x512.pth"
 TOL_TORCH, TOL_RUNTIME = 1e-5, 1e-4
-
-
-def full_decode(student, z: torch.Tensor) -> np.ndarray:
-    with torch.no_grad():
-        return student(z)[0].transpose(0, 1).numpy()
 
 
 @pytest.mark.parametrize("family", student_families())

@@ -181,29 +181,29 @@ class OrtRunner(Runner):
             so.enable_mem_pattern = False
         self.session = ort.InferenceSession(str(self.artifact), so, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        self._input_names = [i.name for i in self.session.get_inputs()]
+        self._outputs = [o.name for o in self.session.get_outputs()]
+        # next-state output -> its state input (bound in place, see _run_in_place)
+        self._state_of = {s["next"]: s["name"] for s in (self.manifest.get("stream") or {}).get("states", [])}
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]
 
     def _run_all(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        names = [i.name for i in self.session.get_inputs()]
-        feeds = dict(zip(names, arrays, strict=True))
-        nxt = {s["next"]: s["name"] for s in (self.manifest.get("stream") or {}).get("states", [])}
-        if not nxt:
+        feeds = dict(zip(self._input_names, arrays, strict=True))
+        if not self._state_of:
             return self.session.run(None, feeds)
-        return self._run_in_place(feeds, nxt)
+        return self._run_in_place(feeds)
 
-    def _run_in_place(self, feeds: dict[str, np.ndarray], nxt: dict[str, str]) -> list[np.ndarray]:
+    def _run_in_place(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """A streaming step whose next states overwrite the state inputs' buffers (bound with IOBinding).
 
         Only one copy of the states is alive, not two: at 720p the default student's fp32 states are 0.9 GB. Safe
         because every node that reads a state input runs before the node that writes its next value (the next
         state is cut from a concatenation of the state with the chunk's new frames).
         """
-        import onnxruntime as ort
-
         seen: set[int] = set()
-        for name in nxt.values():  # a buffer of its own, writable, for every state (else a private copy)
+        for name in self._state_of.values():  # a buffer of its own, writable, for every state (else a private copy)
             a = feeds[name]
             if not (a.flags.c_contiguous and a.flags.writeable and a.flags.owndata) or a.ctypes.data in seen:
                 a = feeds[name] = a.copy()
@@ -211,16 +211,15 @@ class OrtRunner(Runner):
         io = self.session.io_binding()
         for name, a in feeds.items():
             io.bind_cpu_input(name, a)
-        outs = self.session.get_outputs()
-        for o in outs:
-            if o.name in nxt:
-                a = feeds[nxt[o.name]]
-                io.bind_output(o.name, "cpu", 0, a.dtype, list(a.shape), a.ctypes.data)
+        for name in self._outputs:
+            if name in self._state_of:
+                a = feeds[self._state_of[name]]
+                io.bind_output(name, "cpu", 0, a.dtype, list(a.shape), a.ctypes.data)
             else:
-                io.bind_output(o.name, "cpu")
+                io.bind_output(name, "cpu")
         self.session.run_with_iobinding(io)
-        got: list[ort.OrtValue] = io.get_outputs()
-        return [feeds[nxt[o.name]] if o.name in nxt else v.numpy() for o, v in zip(outs, got, strict=True)]
+        return [feeds[self._state_of[n]] if n in self._state_of else v.numpy()
+                for n, v in zip(self._outputs, io.get_outputs(), strict=True)]
 
 
 class OnnxTarget(Target):
