@@ -158,9 +158,7 @@ class StudentArchitecture(Architecture):
 
         mobile = MobileDecoder(module, options).float().eval()
         step = StudentStep(mobile, latent_frames, options.stream_bands).eval()
-        rows = h  # rows where the tail starts
-        for u in list(mobile.layers)[:step.tail_from]:
-            rows *= u.rs if isinstance(u, MobileUpsample) else 1
+        rows = step.tail_rows(h)
         if options.stream_bands > rows:
             raise UserError(f"--bands {options.stream_bands} is more than the {rows} rows the high-resolution tail "
                             f"starts from at this size: use at most {rows} bands")
@@ -282,6 +280,12 @@ class StudentStep(nn.Module):
                     mask[:skip] = 1.0
                     self.register_buffer(f"mask{i}", mask)
                     self._masks[i] = f"mask{i}"
+
+    def tail_rows(self, h: int) -> int:
+        """Rows of the activation the (banded) tail starts from, for latents of ``h`` rows."""
+        for layer in list(self.mobile.layers)[:self.tail_from]:
+            h *= layer.rs if isinstance(layer, MobileUpsample) else 1
+        return h
 
     def _mask(self, i: int, n: int, p: int, like: torch.Tensor) -> torch.Tensor:
         if i in self._masks and getattr(self, self._masks[i]).shape[0] == n:
