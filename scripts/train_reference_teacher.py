@@ -87,9 +87,28 @@ def load_clips(extra: str | None, extra_scale: float, cache_dir: Path) -> tuple[
     return clips, val
 
 
+def augment_colour(v: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    """(F, 3, H, W) float RGB in 0..255 with its chroma turned and scaled: one random hue rotation of the
+    (B - Y, R - Y) plane and one saturation gain in 0.3..1.6 (log-uniform) for the whole clip; luma unchanged.
+
+    The training footage is mostly two cartoon palettes. Without this the latent learns those palettes rather than
+    a chroma axis: on natural held-out footage a linear probe explained 5-12% of the 8x chroma from the latent,
+    and the more saturated the input, the less of its colour came back.
+    """
+    y = LUMA[0] * v[:, 0] + LUMA[1] * v[:, 1] + LUMA[2] * v[:, 2]
+    cb, cr = v[:, 2] - y, v[:, 0] - y
+    a = rng.uniform(-math.pi, math.pi)
+    g = math.exp(rng.uniform(math.log(0.3), math.log(1.6)))
+    cb, cr = g * (math.cos(a) * cb - math.sin(a) * cr), g * (math.sin(a) * cb + math.cos(a) * cr)
+    b, r = y + cb, y + cr
+    gr = (y - LUMA[0] * r - LUMA[2] * b) / LUMA[1]
+    return torch.stack([r, gr, b], 1).clamp(0, 255)
+
+
 def sample_batch(clips: dict[str, torch.Tensor], weights: dict[str, float], batch: int, frames: int, size: int,
-                 rng: random.Random) -> torch.Tensor:
-    """Random crops (B, 3, frames, size, size) in [-1, 1]: flips, temporal stride 1-2, 1x or 2x area-down."""
+                 rng: random.Random, colour_aug: float = 0.0) -> torch.Tensor:
+    """Random crops (B, 3, frames, size, size) in [-1, 1]: flips, temporal stride 1-2, 1x or 2x area-down,
+    and with probability ``colour_aug`` a random hue rotation and saturation (:func:`augment_colour`)."""
     names = list(clips)
     out = []
     for _ in range(batch):
@@ -106,6 +125,8 @@ def sample_batch(clips: dict[str, torch.Tensor], weights: dict[str, float], batc
             v = F.interpolate(v, scale_factor=1 / scale, mode="area")
         if rng.random() < 0.5:
             v = v.flip(-1)
+        if colour_aug and rng.random() < colour_aug:
+            v = augment_colour(v, rng)
         out.append(v.permute(1, 0, 2, 3) / 127.5 - 1)
     return torch.stack(out)
 
@@ -310,6 +331,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--context", type=int, default=0,
                     help="up to this many latent frames of gradient-free causal context before the window "
                          "(drawn uniformly from 0..N per step), so the steady state deep inside a video is trained")
+    ap.add_argument("--first-share", type=float, default=0.0,
+                    help="share of steps drawn with no context (the first frame's own rule), beside the uniform draw")
+    ap.add_argument("--colour-aug", type=float, default=0.0,
+                    help="share of clips whose hue is turned and saturation scaled at random (see augment_colour)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--kl", type=float, default=1e-6, help="weight of the KL term per latent element")
@@ -352,7 +377,8 @@ def main() -> None:
         gain, args.history = meta.get("colour_gain"), meta.get("history", [])
         print(f"resumed at step {step}", flush=True)
     args.history = [*args.history, dict(from_step=step, steps=args.steps, colour_gain=args.colour_gain,
-                                        chroma=args.chroma, lr=args.lr)]
+                                        chroma=args.chroma, lr=args.lr,
+                                        colour_aug=args.colour_aug, first_share=args.first_share)]
     if gain != args.colour_gain:  # change of colour basis: exact re-expression; reset those layers' moments
         if gain is not None:
             fold_basis(vae, torch.linalg.inv(colour_basis(gain)))
@@ -375,8 +401,8 @@ def main() -> None:
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args)
-        warm = rng.randint(0, args.context) if args.context else 0
-        x = sample_batch(clips, weights, args.batch, args.frames + 4 * warm, args.size, rng)
+        warm = rng.randint(0, args.context) if args.context and rng.random() >= args.first_share else 0
+        x = sample_batch(clips, weights, args.batch, args.frames + 4 * warm, args.size, rng, args.colour_aug)
         if basis is None:
             rec, x, post = windowed_reconstruction(vae, x, warm)
             rec = rec.clamp(-1, 1)  # as AutoencoderKLWan.decode returns it (the old recipe)
