@@ -717,10 +717,11 @@ def test_kotlin_reads_every_stream_field_the_exporter_writes(tmp_path):
     assert f"DEFAULT_CLIP_LATENT_FRAMES = {DEFAULT_CLIP_LATENT_FRAMES}" in src
     assert android.DEFAULT_STREAM_FRAMES == DEFAULT_CLIP_LATENT_FRAMES
     assert "firstChunkSkip" in _function_text(SRC / "ModelManifest.kt", "keptFrames")
-    # each state's `next` output is fed back as that state, by name (ONNX Runtime) or by index (ExecuTorch)
+    # each state's `next` output is fed back as that state, by name (ONNX Runtime: written in place into the state's
+    # own input tensor, see test_ort_stream_runner_binds_next_states_in_place) or by index (ExecuTorch)
     runners = (SRC / "Runners.kt").read_text()
     assert [o["name"] for o in manifest["outputs"][1:]] == [s["next"] for s in stream["states"]]
-    assert "prev.get(st.next)" in runners and "feeds[st.name]" in runners and "session.run(feeds)" in runners
+    assert "st.next to owned.getValue(st.name).second" in runners and "session.run(feeds, requested, pinned)" in runners
     assert "it.name == st.next" in runners and "module.forward(*values)" in runners
     executorch = runners.split("class ExecuTorchStreamRunner")[1].split("class OrtStreamRunner")[0]
     assert "getDataAsFloatArray()" in executorch  # ExecuTorch's outputs alias its memory: copied out
@@ -976,3 +977,124 @@ def test_bench_android_streams_v2_with_fake_adb(cli, tmp_path, fake_adb):
     assert (extras["stream_frames"], extras["trim"]) == ("21", "0,0,1")
     assert start[start.index("trim") - 1] == "--es"  # a list: a string extra
     assert "trim 0,0,1" in res.err
+
+
+# ---------------------------------------------------------------- ONNX Runtime streaming: states bound in place
+
+
+class _Members(dict):
+    def __missing__(self, key):
+        raise AssertionError(f"no {key!r} in the class (members: {sorted(self)})")
+
+
+def _code(node) -> str:
+    """The source of ``node`` with its comments left out."""
+    text, start = node.text, node.start_byte
+    cuts = sorted((n.start_byte - start, n.end_byte - start) for n in _walk(node)
+                  if n.type in ("line_comment", "block_comment", "comment"))
+    out, pos = [], 0
+    for a, b in cuts:
+        if a >= pos:
+            out.append(text[pos:a])
+            pos = b
+    out.append(text[pos:])
+    return b"".join(out).decode()
+
+
+def _kotlin_class(path: Path, name: str) -> _Members:
+    """Class ``name`` of ``path``, comments left out: each function by name, its ``init`` blocks ("init") and the
+    whole class ("")."""
+    tree = _parser().parse(path.read_bytes())
+    for cls in _walk(tree.root_node):
+        if cls.type == "class_declaration" and any(c.type in ("type_identifier", "identifier")
+                                                   and c.text.decode() == name for c in cls.children):
+            body = next(c for c in cls.children if c.type == "class_body")
+            members = _Members({"": _code(cls), "init": ""})
+            for m in body.children:
+                if m.type == "anonymous_initializer":
+                    members["init"] += _code(m)
+                elif m.type == "function_declaration":
+                    fn = next(c.text.decode() for c in m.children if c.type == "identifier")
+                    members[fn] = _code(m)
+            return members
+    raise AssertionError(f"no class {name} in {path.name}")
+
+
+def _host_run_in_place() -> str:
+    """The host runner's ``OrtRunner._run_in_place`` (turbo_vaed/targets/onnx.py), read without importing it."""
+    import ast
+
+    path = ROOT / "turbo_vaed" / "targets" / "onnx.py"
+    text = path.read_text()
+    fn = next(n for n in ast.walk(ast.parse(text)) if isinstance(n, ast.FunctionDef) and n.name == "_run_in_place")
+    return ast.get_source_segment(text, fn)
+
+
+# why one buffer per state is safe (the host runner's docstring, cited by the Kotlin runner's)
+IN_PLACE_REASON = "every node that reads a state input runs before the node that writes its next value"
+
+
+def test_ort_stream_runner_binds_next_states_in_place():
+    """Every next-state output is a pinned output of the state input's own tensor (one buffer per state, as the
+    host's IOBinding does), so one copy of the states is alive; frames[, valid] stay ONNX Runtime's, per call."""
+    ort = _kotlin_class(SRC / "Runners.kt", "OrtStreamRunner")
+    step, init = ort["step"], ort["init"]
+    # one run per call, with pinned outputs: run(inputs, requestedOutputs, pinnedOutputs), ONNX Runtime 1.16+
+    assert re.findall(r"session\.run\(([^()]*)\)", step) == ["feeds, requested, pinned"]
+    props = dict(line.split("=", 1) for line in (BENCH / "gradle.properties").read_text().splitlines()
+                 if "=" in line and not line.lstrip().startswith("#"))
+    assert tuple(int(x) for x in props["onnxruntimeVersion"].split(".")[:2]) >= (1, 16), props["onnxruntimeVersion"]
+    # each next state pinned to the tensor fed as that state (the same buffer: no ping-pong pair), never requested
+    assert "pinned = spec.states.associate { st -> st.next to owned.getValue(st.name).second }" in init
+    assert "feeds = owned.mapValues { it.value.second }" in init
+    assert "requested = manifest.outputs.map { it.name }.filterTo(LinkedHashSet<String>()) { it !in pinned }" in init
+    # the next state must fit its state's buffer: same dtype (parseStream checks the shapes), frames never pinned
+    check = ort["unbindableState"]
+    assert "next.dtype != input.dtype" in check and "st.next == manifest.outputs[0].name" in check
+    assert "unbindableState()" in init
+    # frames[, valid]: ONNX Runtime's, read and closed with the call's result; no result kept open for the states
+    assert "session.run(feeds, requested, pinned).use { result ->" in step
+    assert "manifest.outputs[0].name" in step and "spec.validOutput" in step
+    assert "previous" not in ort[""] and "prev." not in ort[""]
+    # the host runner's design: each next state's output bound to its own state input's buffer (IOBinding)
+    host = _host_run_in_place()
+    assert "a = feeds[self._state_of[name]]" in host
+    assert 'io.bind_output(name, "cpu", 0, a.dtype, list(a.shape), a.ctypes.data)' in host
+    assert IN_PLACE_REASON in " ".join(host.split())
+    runners = (SRC / "Runners.kt").read_text()
+    kdoc = runners.split("\nclass OrtStreamRunner")[0].rsplit("/**", 1)[1]
+    kdoc = " ".join(" ".join(line.strip().lstrip("*/") for line in kdoc.splitlines()).split())
+    assert "_run_in_place" in kdoc and IN_PLACE_REASON in kdoc and "no ping-pong" in kdoc
+    # the streamed result says so (a note of the free-form notes string; the schema unchanged)
+    bench = _function_text(SRC / "Bench.kt", "measureStream")
+    assert re.search(r'if \(runner\.runtimeName == "onnxruntime"\) \{[^}]*add\("states bound in place', bench)
+
+
+def test_ort_stream_runner_allocates_states_once_and_closes_them():
+    """The state buffers and tensors are made when the runner loads, set back to their init values on reset (after
+    a call changed them), never made per call, and closed with the runner (a Result never closes a pinned output)."""
+    ort = _kotlin_class(SRC / "Runners.kt", "OrtStreamRunner")
+    allocations = ("HostBuffer(", "onnxTensor(", "createTensor(", "allocateDirect(")
+    # one direct buffer and one tensor per input (the states included), made in init and nowhere else
+    assert [a for a in allocations if a in ort["init"]] == ["HostBuffer(", "onnxTensor("]
+    assert [ort[""].count(a) for a in allocations] == [1, 1, 0, 0]
+    assert "owned = manifest.inputs.associate {" in ort["init"]
+    # no call allocates tensors or input maps: the same feeds, requested and pinned every call
+    for fn in ("step", "reset"):
+        made = [a for a in (*allocations, "HashMap", "mapOf(", "associate", "LinkedHashSet") if a in ort[fn]]
+        assert not made, f"{fn} makes {made}"
+    # reset writes the initial values into the same buffers, only once a call has written the states
+    assert "if (dirty) initializeStates(fresh = false)" in ort["reset"]
+    assert "dirty = true" in ort["step"] and "session.run(" in ort["step"].split("dirty = true", 1)[1]
+    init_states = ort["initializeStates"]
+    assert "for ((buffer, value) in initial)" in init_states and "buffer.fill(value)" in init_states
+    assert "dirty = false" in init_states and "initializeStates(fresh = true)" in ort["init"]
+    assert "checkNotNull(initialValue(st))" in ort["init"] and '"zeros" -> 0f' in ort["initialValue"]
+    # a reset of a 0.9 GB state: bulk copies, not one element at a time
+    fill = _kotlin_class(SRC / "Runners.kt", "HostBuffer")["fill"]
+    assert "floats.put(values, 0, m)" in fill and "shorts.put(bits, 0, m)" in fill and "until spec.numel" not in fill
+    # close closes every owned tensor, the pinned states' included; nothing else closes them
+    assert "for ((_, tensor) in owned.values) tensor.close()" in ort["close"]
+    assert "session.close()" in ort["close"] and "options.close()" in ort["close"]
+    for fn in ("step", "reset"):
+        assert "tensor.close()" not in ort[fn] and "session.close()" not in ort[fn]

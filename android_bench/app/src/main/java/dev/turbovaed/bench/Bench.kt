@@ -198,7 +198,10 @@ class Bench(private val context: Context, private val config: BenchConfig) {
                 )
                 add("peak_memory_bytes is the process peak RSS (VmHWM)")
                 if (config.latents == null) add("random N(0,1) latents, seed 0")
-                if (runner.runtimeName == "onnxruntime") add("ONNX Runtime without the CPU memory arena and memory patterns")
+                if (runner.runtimeName == "onnxruntime") {
+                    add("ONNX Runtime without the CPU memory arena and memory patterns")
+                    add("states bound in place (each next state written over its state input: one copy alive)")
+                }
                 add("API ${Build.VERSION.SDK_INT}")
             }.joinToString("; ")
             BenchRecord(

@@ -86,22 +86,43 @@ class HostBuffer(val spec: TensorSpec) {
         }
     }
 
+    /** Every element to [value], in bulk copies of up to [FILL_BLOCK] elements (a 720p state is 0.9 GB). */
     fun fill(value: Float) {
+        val n = spec.numel
+        val block = minOf(n, FILL_BLOCK)
+        var i = 0
         if (isHalf) {
-            val bits = Half.toHalf(value)
-            for (i in 0 until spec.numel) bytes.putShort(2 * i, bits)
+            val shorts = bytes.asShortBuffer() // a view in the buffer's (native) byte order
+            val bits = ShortArray(block).also { it.fill(Half.toHalf(value)) }
+            while (i < n) {
+                val m = minOf(block, n - i)
+                shorts.put(bits, 0, m)
+                i += m
+            }
         } else {
-            for (i in 0 until spec.numel) floats.put(i, value)
+            val values = FloatArray(block).also { it.fill(value) }
+            floats.clear()
+            while (i < n) {
+                val m = minOf(block, n - i)
+                floats.put(values, 0, m)
+                i += m
+            }
+            floats.rewind()
         }
     }
 
-    /** An ONNX Runtime tensor over this buffer (no copy: later [put]s show through). */
+    /** An ONNX Runtime tensor over this buffer (no copy: later [put]s show through, and a run's writes to it). */
     fun onnxTensor(env: OrtEnvironment): OnnxTensor =
         if (isHalf) {
             OnnxTensor.createTensor(env, bytes, spec.shape, OnnxJavaType.FLOAT16)
         } else {
             OnnxTensor.createTensor(env, floats, spec.shape)
         }
+
+    companion object {
+        /** Elements per bulk copy of [fill]. */
+        const val FILL_BLOCK = 1 shl 16
+    }
 }
 
 /**
@@ -172,10 +193,15 @@ class ExecuTorchStreamRunner(model: File, private val manifest: ModelManifest, t
 }
 
 /**
- * ONNX Runtime streaming step: named inputs (the manifest's), and each state's `next` output of the previous
- * call fed straight back as that state (no copy: the previous call's results stay open until the next call has
- * run). Like the host's streaming runner (turbo_vaed/targets/onnx.py), without the CPU memory arena and memory
- * patterns, so the process keeps only the step's working set instead of a growing arena.
+ * ONNX Runtime streaming step: named inputs (the manifest's), and each state's `next` output bound in place to
+ * that state's own input tensor (a pinned output of `OrtSession.run`, ONNX Runtime 1.16+): the call writes every
+ * next state into the buffer it read the state from, so one copy of the states is alive, not two (the default
+ * student's fp32 states are 0.9 GB at 720p). This is the host's streaming runner (turbo_vaed/targets/onnx.py
+ * `_run_in_place`, IOBinding): one buffer per state, the same for input and output, no ping-pong pair. Safe for
+ * the reason the host runner gives: every node that reads a state input runs before the node that writes its
+ * next value (the next state is cut from a concatenation of the state with the chunk's new frames). Unlike the
+ * host runner it also turns the CPU memory arena off (memory patterns off on both), so the process keeps only
+ * the step's working set instead of a growing arena.
  */
 class OrtStreamRunner(model: File, private val manifest: ModelManifest, threads: Int, ep: String) : StreamRunner {
     override val runtimeName = "onnxruntime"
@@ -186,11 +212,31 @@ class OrtStreamRunner(model: File, private val manifest: ModelManifest, threads:
     private val env: OrtEnvironment = OrtEnvironment.getEnvironment()
     private val options = OrtSession.SessionOptions()
     private val session: OrtSession
-    /** The app's own input tensors, by input name: latents, the controls, and the zero initial states. */
+    /**
+     * The app's own tensors over direct buffers, by input name: latents, the controls and the states. Allocated
+     * once per runner: [reset] writes the states' initial values back into the same buffers.
+     */
     private val owned: Map<String, Pair<HostBuffer, OnnxTensor>>
-    private var previous: OrtSession.Result? = null
+    /** Every input by name, the same tensors every call (a state's tensor holds what the next call reads). */
+    private val feeds: Map<String, OnnxTensor>
+    /**
+     * Each state's `next` output -> that state's input tensor, which ONNX Runtime writes the next state into. A
+     * Result never owns or closes a pinned output: [close] closes these tensors (they are in [owned]).
+     */
+    private val pinned: Map<String, OnnxTensor>
+    /** The outputs ONNX Runtime allocates each call, frames[, valid]: every manifest output that is not pinned. */
+    private val requested: Set<String>
+    /** Each state's buffer and its initial value (stream.states[].init). */
+    private val initial: List<Pair<HostBuffer, Float>>
+    /** A call has written the states since they last held their initial values. */
+    private var dirty = false
 
     init {
+        val unbindable = unbindableState()
+        if (unbindable != null) {
+            options.close()
+            throw BenchError(unbindable)
+        }
         options.setOptimizationLevel(OrtSession.SessionOptions.OptLevel.ALL_OPT)
         options.setCPUArenaAllocator(false)
         options.setMemoryPatternOptimization(false)
@@ -209,44 +255,70 @@ class OrtStreamRunner(model: File, private val manifest: ModelManifest, threads:
             options.close()
             throw BenchError("${model.name} has no ${missing.joinToString(", ")}: the manifest belongs to another artifact")
         }
+        // direct, native-order buffers (allocateDirect: all zeros), each state's sized from its shape and dtype
         owned = manifest.inputs.associate { t -> HostBuffer(t).let { t.name to (it to it.onnxTensor(env)) } }
+        feeds = owned.mapValues { it.value.second }
+        pinned = spec.states.associate { st -> st.next to owned.getValue(st.name).second }
+        requested = manifest.outputs.map { it.name }.filterTo(LinkedHashSet<String>()) { it !in pinned }
+        initial = spec.states.map { st -> owned.getValue(st.name).first to checkNotNull(initialValue(st)) }
+        initializeStates(fresh = true)
     }
 
     override fun reset() {
-        previous?.close()
-        previous = null
+        if (dirty) initializeStates(fresh = false)
     }
 
     override fun step(latents: FloatArray, controls: FloatArray): StepOutput {
         owned.getValue(manifest.inputName).first.put(latents)
         for ((i, name) in spec.controls.withIndex()) owned.getValue(name).first.fill(controls[i])
-        val feeds = HashMap<String, OnnxTensor>(manifest.inputs.size)
-        for (t in manifest.inputs) feeds[t.name] = owned.getValue(t.name).second
-        val prev = previous
-        if (prev != null) {
-            for (st in spec.states) {
-                feeds[st.name] = prev.get(st.next).orElseThrow { IllegalStateException("no output ${st.next}") } as OnnxTensor
+        dirty = true // the call overwrites the states, even one that fails part way
+        // frames[, valid] are ONNX Runtime's, closed with the result; the next states are already in place
+        session.run(feeds, requested, pinned).use { result ->
+            val frames = result.get(manifest.outputs[0].name).orElseThrow { IllegalStateException("no frames output") }
+            if (frames !is OnnxTensor) throw IllegalStateException("ONNX Runtime output ${manifest.outputs[0].name} is not a tensor")
+            val valid = spec.validOutput?.let { name ->
+                val v = result.get(name).orElseThrow { IllegalStateException("no output $name (stream.valid_output)") }
+                if (v !is OnnxTensor) throw IllegalStateException("ONNX Runtime output $name is not a tensor")
+                val buffer = v.floatBuffer ?: throw IllegalStateException("ONNX Runtime output $name is not float32/float16")
+                FloatArray(buffer.remaining()).also { buffer.get(it) }
             }
+            return StepOutput(frames.info.shape, valid)
         }
-        val result = session.run(feeds)
-        prev?.close()
-        previous = result
-        val frames = result.get(manifest.outputs[0].name).orElseThrow { IllegalStateException("no frames output") }
-        if (frames !is OnnxTensor) throw IllegalStateException("ONNX Runtime output ${manifest.outputs[0].name} is not a tensor")
-        val valid = spec.validOutput?.let { name ->
-            val v = result.get(name).orElseThrow { IllegalStateException("no output $name (stream.valid_output)") }
-            if (v !is OnnxTensor) throw IllegalStateException("ONNX Runtime output $name is not a tensor")
-            val buffer = v.floatBuffer ?: throw IllegalStateException("ONNX Runtime output $name is not float32/float16")
-            FloatArray(buffer.remaining()).also { buffer.get(it) }
-        }
-        return StepOutput(frames.info.shape, valid)
     }
 
     override fun close() {
-        previous?.close()
-        for ((_, tensor) in owned.values) tensor.close()
+        for ((_, tensor) in owned.values) tensor.close() // the states' tensors too: no Result closes a pinned output
         session.close()
         options.close()
+    }
+
+    /** Why a state cannot start from its init or take its next value in its own buffer, or null (all can). */
+    private fun unbindableState(): String? {
+        val outputs = manifest.outputs.associateBy { it.name }
+        for (st in spec.states) {
+            if (initialValue(st) == null) return "state ${st.name} has init '${st.init}'; this app knows 'zeros'"
+            val input = manifest.inputs.first { it.name == st.name } // parseStream checked both exist, same shape
+            val next = outputs.getValue(st.next)
+            if (next.dtype != input.dtype) {
+                return "state ${st.name} is ${input.dtype}, its next ${st.next} ${next.dtype}: one cannot be written over the other"
+            }
+            if (st.next == manifest.outputs[0].name) return "the frames output ${st.next} is also the next value of state ${st.name}"
+        }
+        return null
+    }
+
+    /** Every state buffer to its initial value; a [fresh] buffer (allocateDirect) already holds zeros. */
+    private fun initializeStates(fresh: Boolean) {
+        for ((buffer, value) in initial) {
+            if (!fresh || value != 0f) buffer.fill(value)
+        }
+        dirty = false
+    }
+
+    /** The value every element of [st] starts from (stream.states[].init), or null for an init this app does not know. */
+    private fun initialValue(st: StreamState): Float? = when (st.init) {
+        "zeros" -> 0f
+        else -> null
     }
 }
 
