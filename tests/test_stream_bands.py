@@ -31,7 +31,8 @@ def test_banded_stream_equals_full_decode(family):
 
 
 def test_state_taps_flavour_is_exact():
-    """The ONNX preset's flavour (each conv's last tap read from its next state), banded or not."""
+    """The ONNX preset's flavour (each conv's last tap read from its next state; bands ordered by a zero-weighted
+    edge), banded or not."""
     student = small_student("wan")
     dec = as_decoder(student)
     z = latents_for("wan", t=5, h=5, w=3, seed=4)
@@ -39,7 +40,7 @@ def test_state_taps_flavour_is_exact():
     x = z[0].transpose(0, 1).contiguous().numpy()
     for bands in (1, 3):
         for chunk in (1, 2):
-            opts = LoweringOptions(stream_bands=bands, stream_state_taps=True)
+            opts = LoweringOptions(stream_bands=bands, stream_state_taps=True, stream_band_order=True)
             step = dec.arch.stream_step(dec.module, opts, chunk, 5, 3)
             spec = stream_spec(step)
             got = np.concatenate(list(run_stream(torch_call(step.module, spec), spec, x, True)))
@@ -70,8 +71,14 @@ def test_banded_onnx_step_is_exact_and_smaller(tmp_path):
     assert m["lowering"]["stream_bands"] == 3 and res.artifact.name.endswith("-stream-b3.onnx")
     plain = export_artifact(student, "onnx", "48x64", latent_frames=2, precision="fp32", out_dir=tmp_path,
                             stream=True).manifest
-    # the same interface: an app runs a banded step exactly as a plain one
-    assert m["inputs"] == plain["inputs"] and m["outputs"] == plain["outputs"]
+    # the same latents, controls and frames; the tail's states held band by band, the same elements in all
+    assert m["inputs"][:3] == plain["inputs"][:3] and m["outputs"][0] == plain["outputs"][0]
+    states, plain_states = m["stream"]["states"], plain["stream"]["states"]
+    assert sum(np.prod(s["shape"]) for s in states) == sum(np.prod(s["shape"]) for s in plain_states)
+    banded = [s["name"] for s in states if "_band" in s["name"]]
+    assert banded and len(banded) % 3 == 0 and len(states) == len(plain_states) + 2 * len(banded) // 3
+    outputs = {o["name"]: o["shape"] for o in m["outputs"]}
+    assert all(outputs[s["next"]] == s["shape"] for s in states)
     est, est_plain = m["stream"]["memory_estimate"]["fp32"], plain["stream"]["memory_estimate"]["fp32"]
     assert est["largest_activation_bytes"] < est_plain["largest_activation_bytes"]
     runner = load_runner(res.artifact, 2)
@@ -95,7 +102,7 @@ def test_memory_estimate_shrinks_with_bands_at_720p():
     for bands in (1, 8):
         step = dec.arch.stream_step(dec.module, LoweringOptions(stream_bands=bands), 1, shape[2], shape[3])
         est[bands] = stream_memory_estimate(step, shape, 2)
-    assert est[8]["states_bytes"] == est[1]["states_bytes"]  # the states stay whole frames
+    assert est[8]["states_bytes"] == est[1]["states_bytes"]  # the same states, held band by band
     assert est[8]["largest_activation_bytes"] * 4 < est[1]["largest_activation_bytes"]
 
 
@@ -130,16 +137,18 @@ def test_cli_bands_needs_stream(cli, tmp_path):
     assert (tmp_path / "a.mp4").is_file()
 
 
-def test_onnx_runner_updates_states_in_place(tmp_path):
-    """The host runner writes the next states into the state inputs' buffers: same numbers as plain runs."""
+@pytest.mark.parametrize("bands", [2, 5])
+def test_onnx_runner_updates_states_in_place(tmp_path, bands):
+    """The host runner writes the next states into the state inputs' buffers: same numbers as plain runs (5 bands:
+    thinner than the context, so a band reads rows of several neighbours' states)."""
     from turbo_vaed.targets import load_runner
 
     student = small_student("wan")
-    res = export_artifact(student, "onnx", "32x32", latent_frames=1, precision="fp32", out_dir=tmp_path,
-                          stream=True, bands=2)
+    res = export_artifact(student, "onnx", "32x48", latent_frames=1, precision="fp32", out_dir=tmp_path,
+                          stream=True, bands=bands)
     runner = load_runner(res.artifact, 1)
     spec = res.manifest["stream"]
-    z = latents_for("wan", t=4, h=4, w=4, seed=5)[0].transpose(0, 1).contiguous().numpy()
+    z = latents_for("wan", t=4, h=6, w=4, seed=5)[0].transpose(0, 1).contiguous().numpy()
     states = {s["name"]: np.zeros(s["shape"], np.float32) for s in spec["states"]}
     plain = dict(states)
     for c in range(4):
@@ -153,3 +162,25 @@ def test_onnx_runner_updates_states_in_place(tmp_path):
             assert np.array_equal(o, r), c
         states = {s["name"]: o for s, o in zip(spec["states"], outs[1:], strict=True)}
         plain = {s["name"]: r for s, r in zip(spec["states"], ref[1:], strict=True)}
+
+
+@pytest.mark.parametrize("target", ["executorch", "coreml"])
+def test_banded_step_on_the_phone_targets(tmp_path, target):
+    """The banded step (states held band by band) converts and runs exactly on ExecuTorch (one XNNPACK
+    partition) and Core ML (its ML program evaluated here)."""
+    from turbo_vaed.streaming import stream_artifact
+    from turbo_vaed.targets import load_runner
+
+    student = small_student("wan")
+    res = export_artifact(student, target, "32x48", latent_frames=1, precision="fp32", out_dir=tmp_path,
+                          stream=True, bands=3)
+    m = res.manifest
+    assert any("_band" in s["name"] for s in m["stream"]["states"])
+    if target == "executorch":
+        assert m["report"]["partitions"] == 1 and not m["report"].get("non_delegated_ops"), m["report"]
+    runner = load_runner(res.artifact, 2)
+    for t in (1, 4):
+        z = latents_for("wan", t=t, h=6, w=4, seed=t)
+        got = np.concatenate(list(stream_artifact(runner, z, True)))
+        ref = full_decode(student, z)
+        assert got.shape == ref.shape and np.abs(got - ref).max() <= TOL_RUNTIME, (target, t)

@@ -47,7 +47,10 @@ class LoweringOptions:
     that factor (see :class:`turbo_vaed.decoders.student.StudentStep`). ``stream_state_taps``: a streaming
     step reads each temporal conv's last tap from its next-state tensor, so ONNX Runtime (which orders nodes by
     what the outputs need) cuts the states before the conv and frees its input early; off elsewhere (the extra
-    concatenation is not delegated to XNNPACK).
+    concatenation is not delegated to XNNPACK). ``stream_band_order``: each band's input carries a zero-weighted
+    edge from the previous band's outputs (its frames and next states), so a runtime that orders nodes only by data
+    (ONNX Runtime) finishes one band before it starts the next and keeps one band's activations alive, not all of
+    them; off where execution follows the program's order anyway.
     """
 
     fp16_safe: bool = True
@@ -55,6 +58,7 @@ class LoweringOptions:
     rsqrt: str = "rsqrt"
     stream_bands: int = 1
     stream_state_taps: bool = False
+    stream_band_order: bool = False
 
     def __post_init__(self) -> None:
         if self.shuffle not in SHUFFLE_MODES:

@@ -162,13 +162,13 @@ class StudentArchitecture(Architecture):
         if options.stream_bands > rows:
             raise UserError(f"--bands {options.stream_bands} is more than the {rows} rows the high-resolution tail "
                             f"starts from at this size: use at most {rows} bands")
-        shapes = state_shapes(mobile, latent_frames, h, w)
+        names, shapes = zip(*state_layout(step, latent_frames, h, w), strict=True)
         notes = ["causal temporal convs: each keeps its last k-1 input frames"]
         if options.stream_bands > 1:
             notes.append(f"high-resolution tail in {options.stream_bands} bands of rows ({step.reach} rows of "
-                         "context each side; exact)")
+                         "context each side; exact); its states are held band by band (stateN_bandJ)")
         return StreamStep(step, latent_frames, latent_frames * module.cfg.fam.temporal_factor,
-                          [(f"state{i}", s) for i, s in enumerate(shapes)], step.first_chunk_skip(latent_frames),
+                          list(zip(names, shapes, strict=True)), step.first_chunk_skip(latent_frames),
                           notes)
 
 
@@ -231,6 +231,38 @@ def state_shapes(mobile: MobileDecoder, latent_frames: int, h: int, w: int) -> l
         one = torch.ones(1, 1, 1, 1, device="meta")
         StudentStep(meta).run(torch.zeros(latent_frames, c, h, w, device="meta"), _Probe([], one, one))
     return shapes
+
+
+def _temporal(conv: nn.Module) -> TemporalConv:
+    return conv.depthwise if isinstance(conv, MobileSeparable) else conv
+
+
+def tail_state_count(step: StudentStep) -> int:
+    """How many of the step's states (the last ones in traversal order) belong to its tail."""
+    m = step.mobile
+    convs = [m.conv_out]
+    for layer in list(m.layers)[step.tail_from:]:
+        convs += [layer.conv1, layer.conv2] if isinstance(layer, MobileResBlock) else [layer.conv]
+    return sum(_temporal(c).k > 1 for c in convs)
+
+
+def state_layout(step: StudentStep, latent_frames: int, h: int, w: int) -> list[tuple[str, tuple[int, ...]]]:
+    """Names and shapes of a step's state inputs, in its input order.
+
+    Whole-frame states are ``stateN``; a banded step holds each tail state as one tensor per band of rows,
+    ``stateN_bandJ`` (state-major), as :meth:`StudentStep._banded_tail` reads them.
+    """
+    shapes = state_shapes(step.mobile, latent_frames, h, w)
+    if step.bands == 1:
+        return [(f"state{i}", s) for i, s in enumerate(shapes)]
+    n_head = len(shapes) - tail_state_count(step)
+    rows = step.tail_rows(h)
+    cuts = step.band_cuts(rows)
+    out = [(f"state{i}", s) for i, s in enumerate(shapes[:n_head])]
+    for i, (k1, c, r, ww) in enumerate(shapes[n_head:], start=n_head):
+        out += [(f"state{i}_band{j}", (k1, c, (b - a) * (r // rows), ww))
+                for j, (a, b) in enumerate(zip(cuts, cuts[1:], strict=False))]
+    return out
 
 
 TAIL_STAGES = 2  # spatial upsamples (from the last) whose stages a banded step runs band by band
@@ -318,28 +350,58 @@ class StudentStep(nn.Module):
         x = st.conv(m.conv_out, silu(m.norm_out(x)))
         return torch.clamp(spatial_shuffle(x, m.patch_size, m.shuffle), -1.0, 1.0)
 
+    def band_cuts(self, rows: int) -> list[int]:
+        """Row boundaries of the bands of an activation of ``rows`` rows (the tail's input)."""
+        return [round(j * rows / self.bands) for j in range(self.bands + 1)]
+
     def _banded_tail(self, x: torch.Tensor, st: StreamState) -> torch.Tensor:
-        """The tail band by band: rows ``[a, b)`` read ``reach`` rows of context each side; outputs and next
-        states are cropped to the band and stitched, so they equal the whole-frame tail's."""
-        states, st.inp = st.inp, []  # the tail's states: the last ones in traversal order
+        """The tail band by band: rows ``[a, b)`` read ``reach`` rows of context each side.
+
+        Every tail state is held as one tensor per band (its rows ``[a, b)``, state-major: state i of band j is
+        ``st.inp[i * bands + j]``), so each band's next states are outputs of their own, bound in place with no
+        stitching copy. A band's history with context is a concatenation: the rows above come from the previous
+        band's history (a copy: so every read of a band's state happens before that band's next state is
+        written, which makes binding outputs over inputs safe), its own state, and the rows below from the next
+        bands' states. Frames are cropped to the band and stitched; all equals the whole-frame tail.
+        """
+        n = len(st.inp) // self.bands
+        states = [st.inp[i * self.bands:(i + 1) * self.bands] for i in range(n)]
+        st.inp = []
         rows = x.shape[2]
-        cuts = [round(j * rows / self.bands) for j in range(self.bands + 1)]
-        scale = [s.shape[2] // rows for s in states]
+        cuts = self.band_cuts(rows)
+        scale = [sum(t.shape[2] for t in band) // rows for band in states]
         frames: list[torch.Tensor] = []
-        nxt: list[list[torch.Tensor]] = [[] for _ in states]
+        nxt: list[list[torch.Tensor]] = [[] for _ in range(n)]
         skip, sub = st.skip, st
-        for a, b in zip(cuts, cuts[1:], strict=False):
+        prev: list[torch.Tensor] = []
+        p0, edge = 0, None
+        for j, (a, b) in enumerate(zip(cuts, cuts[1:], strict=False)):
             s0, s1 = max(0, a - self.reach), min(rows, b + self.reach)
-            sub = StreamState([s[:, :, s0 * k : s1 * k] for s, k in zip(states, scale, strict=True)], st.first,
-                              st.trim, st.state_taps)
+            hist = []
+            for i, k in enumerate(scale):
+                parts = [prev[i][:, :, (s0 - p0) * k:(a - p0) * k]] if a > s0 else []
+                parts.append(states[i][j])
+                for jj in range(j + 1, self.bands):  # rows below: from the next bands' states
+                    lo, hi = max(b, cuts[jj]), min(s1, cuts[jj + 1])
+                    if lo >= hi:
+                        break
+                    parts.append(states[i][jj][:, :, (lo - cuts[jj]) * k:(hi - cuts[jj]) * k])
+                hist.append(torch.cat(parts, dim=2) if len(parts) > 1 else parts[0])
+            sub = StreamState(hist, st.first, st.trim, st.state_taps)
             sub.skip = skip
-            y = self._tail(x[:, :, s0:s1], sub)
+            xin = x[:, :, s0:s1]
+            if edge is not None:  # this band after the previous one's outputs
+                xin = xin + edge
+            y = self._tail(xin, sub)
             f = y.shape[2] // (s1 - s0)
-            frames.append(y[:, :, (a - s0) * f : (b - s0) * f])
-            for j, (o, k) in enumerate(zip(sub.out, scale, strict=True)):
-                nxt[j].append(o[:, :, (a - s0) * k : (b - s0) * k])
+            frames.append(y[:, :, (a - s0) * f:(b - s0) * f])
+            for i, (o, k) in enumerate(zip(sub.out, scale, strict=True)):
+                nxt[i].append(o[:, :, (a - s0) * k:(b - s0) * k])
+            if self.mobile.options.stream_band_order:  # zero-weighted: one element of each of the band's outputs
+                edge = sum(t[:1, :1, :1, :1] for t in [frames[-1], *(per_state[-1] for per_state in nxt)]) * 0.0
+            prev, p0 = hist, s0
         st.skip = sub.skip
-        st.out.extend(torch.cat(parts, dim=2) for parts in nxt)
+        st.out.extend(t for per_state in nxt for t in per_state)
         return torch.cat(frames, dim=2)
 
     def run(self, z: torch.Tensor, st: StreamState) -> torch.Tensor:
