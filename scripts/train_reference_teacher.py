@@ -378,7 +378,8 @@ def main() -> None:
         print(f"resumed at step {step}", flush=True)
     args.history = [*args.history, dict(from_step=step, steps=args.steps, colour_gain=args.colour_gain,
                                         chroma=args.chroma, lr=args.lr,
-                                        colour_aug=args.colour_aug, first_share=args.first_share)]
+                                        colour_aug=args.colour_aug, first_share=args.first_share,
+                                        threads=args.threads)]
     if gain != args.colour_gain:  # change of colour basis: exact re-expression; reset those layers' moments
         if gain is not None:
             fold_basis(vae, torch.linalg.inv(colour_basis(gain)))

@@ -179,7 +179,16 @@ class OrtRunner(Runner):
             # place; both on past 24 GB; README "Streaming" has the table). The Android harness turns both off: a
             # phone's budget before its speed.
             so.enable_mem_pattern = False
-        self.session = ort.InferenceSession(str(self.artifact), so, providers=["CPUExecutionProvider"])
+        disabled = []
+        if (self.manifest.get("lowering") or {}).get("stream_bands", 1) > 1:
+            # a banded step is memory before speed: no arena, and no NCHWc layout (x86 only; its reordered copies
+            # of every conv input and output cost about 2 GB at 720p). 8 bands, chunks of 1, 1 thread: 7.4 GB
+            # with the settings above, 5.1-5.3 GB without NCHWc, 4.5-4.8 GB without arena too, at the same speed
+            # within the noise of the shared host (13-16 s per call). README "Streaming" has the table.
+            so.enable_cpu_mem_arena = False
+            disabled = ["NchwcTransformer"]
+        self.session = ort.InferenceSession(str(self.artifact), so, providers=["CPUExecutionProvider"],
+                                            disabled_optimizers=disabled)
         self.input_name = self.session.get_inputs()[0].name
         self._input_names = [i.name for i in self.session.get_inputs()]
         self._outputs = [o.name for o in self.session.get_outputs()]
