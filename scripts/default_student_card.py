@@ -171,8 +171,8 @@ def main() -> None:
     text = CARD.format(
         params_k=ps / 1e3, ratio=ps / pt, teacher_k=pt / 1e3, clip=HELDOUT_CLIP, w_pixel=cfg["w_pixel"],
         data=", ".join(f"`{Path(v).name}`" for v in cfg["videos"]),
-        init=f"`{Path(cfg['init_checkpoint']).name}` (the previous default student, distilled from the previous "
-        "teacher)" if cfg.get("init_checkpoint") else "random",
+        init=f"`{Path(cfg['init_checkpoint']).name}` (an earlier student: the stages are under Reproduce)"
+        if cfg.get("init_checkpoint") else "random",
         perceptual=f"{cfg['w_lpips']} ({Path(cfg['lpips']).name})" if cfg.get("lpips") else "off",
         w_output=cfg["w_output"], w_feature=cfg["w_feature"], stages=cfg["feature_stages"], steps=rows[-1]["step"],
         batch=cfg["batch"], res=cfg["res"], frames=1 + 4 * (cfg["latent_frames"] - 1), lr=cfg["lr"], ema=cfg["ema"],
