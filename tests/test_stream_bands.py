@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import full_decode, latents_for, small_student
+from tests.conftest import assert_streams_exactly, full_decode, latents_for, small_student
 from turbo_vaed.config import student_families
 from turbo_vaed.decoders import as_decoder
 from turbo_vaed.errors import UserError
@@ -81,14 +81,7 @@ def test_banded_onnx_step_is_exact_and_smaller(tmp_path):
     assert all(outputs[s["next"]] == s["shape"] for s in states)
     est, est_plain = m["stream"]["memory_estimate"]["fp32"], plain["stream"]["memory_estimate"]["fp32"]
     assert est["largest_activation_bytes"] < est_plain["largest_activation_bytes"]
-    runner = load_runner(res.artifact, 2)
-    from turbo_vaed.streaming import stream_artifact
-
-    for t in (1, 5):
-        z = latents_for("wan", t=t, h=8, w=6, seed=t)
-        got = np.concatenate(list(stream_artifact(runner, z, True)))
-        ref = full_decode(student, z)
-        assert got.shape == ref.shape and np.abs(got - ref).max() <= TOL_RUNTIME, t
+    assert_streams_exactly(load_runner(res.artifact, 2), student, (1, 5), 8, 6, TOL_RUNTIME)
 
 
 def test_memory_estimate_shrinks_with_bands_at_720p():
@@ -168,7 +161,6 @@ def test_onnx_runner_updates_states_in_place(tmp_path):
 def test_banded_step_on_the_phone_targets(tmp_path, target):
     """The banded step (states held band by band) converts and runs exactly on ExecuTorch (one XNNPACK
     partition) and Core ML (its ML program evaluated here)."""
-    from turbo_vaed.streaming import stream_artifact
     from turbo_vaed.targets import load_runner
 
     student = small_student("wan")
@@ -178,9 +170,4 @@ def test_banded_step_on_the_phone_targets(tmp_path, target):
     assert any("_band" in s["name"] for s in m["stream"]["states"])
     if target == "executorch":
         assert m["report"]["partitions"] == 1 and not m["report"].get("non_delegated_ops"), m["report"]
-    runner = load_runner(res.artifact, 2)
-    for t in (1, 4):
-        z = latents_for("wan", t=t, h=6, w=4, seed=t)
-        got = np.concatenate(list(stream_artifact(runner, z, True)))
-        ref = full_decode(student, z)
-        assert got.shape == ref.shape and np.abs(got - ref).max() <= TOL_RUNTIME, (target, t)
+    assert_streams_exactly(load_runner(res.artifact, 2), student, (1, 4), 6, 4, TOL_RUNTIME, target)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import full_decode, latents_for, small_student
+from tests.conftest import assert_streams_exactly, full_decode, latents_for, small_student
 from turbo_vaed.config import student_families
 from turbo_vaed.decoders import as_decoder
 from turbo_vaed.exporters import export_artifact
@@ -74,12 +74,7 @@ def test_exported_stream_step_is_exact(wan_student, target, tmp_path):
     est = st["memory_estimate"]  # the app's working-set budget, per precision
     assert est["fp32"]["states_bytes"] == 4 * sum(int(np.prod(s["shape"])) for s in st["states"])
     assert est["fp32"]["bytes"] == 2 * est["fp16"]["bytes"] > est["fp32"]["largest_activation_bytes"] * 4
-    runner = load_runner(res.artifact, 2)
-    for t in (1, 5):
-        z = latents_for("wan", t=t, h=4, w=4, seed=t)
-        got = np.concatenate(list(stream_artifact(runner, z, True)))
-        ref = full_decode(wan_student, z)
-        assert got.shape == ref.shape and np.abs(got - ref).max() <= TOL_RUNTIME, (target, t)
+    assert_streams_exactly(load_runner(res.artifact, 2), wan_student, (1, 5), 4, 4, TOL_RUNTIME, target)
 
 
 def test_fp16_stream_keeps_quality_without_drift(wan_student, tmp_path):

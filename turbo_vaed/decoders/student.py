@@ -212,9 +212,11 @@ class StreamState:
         return self.conv(m, x)
 
 
-def state_shapes(mobile: MobileDecoder, latent_frames: int, h: int, w: int) -> list[tuple[int, int, int, int]]:
-    """Shapes of the state tensors of a chunk of ``latent_frames`` latents of ``h`` x ``w``, traversal order."""
+def state_shapes(mobile: MobileDecoder, latent_frames: int, h: int, w: int) -> tuple[list[tuple[int, ...]], int]:
+    """Shapes of the state tensors of a chunk of ``latent_frames`` latents of ``h`` x ``w``, traversal order, and
+    how many of them come before the tail (:attr:`StudentStep.tail_from`)."""
     shapes: list[tuple[int, int, int, int]] = []
+    head: list[int] = []
 
     class _Probe(StreamState):
         def conv(self, tc, x):
@@ -223,27 +225,19 @@ def state_shapes(mobile: MobileDecoder, latent_frames: int, h: int, w: int) -> l
                 self.inp.insert(0, torch.zeros(tc.k - 1, *x.shape[1:], device=x.device))
             return super().conv(tc, x)
 
+    class _ProbeStep(StudentStep):
+        def _tail(self, x, st):
+            head.append(len(shapes))
+            return super()._tail(x, st)
+
     import copy
 
     c = mobile.cfg.fam.latent_channels
     meta = copy.deepcopy(mobile).to("meta")
     with torch.no_grad():
         one = torch.ones(1, 1, 1, 1, device="meta")
-        StudentStep(meta).run(torch.zeros(latent_frames, c, h, w, device="meta"), _Probe([], one, one))
-    return shapes
-
-
-def _temporal(conv: nn.Module) -> TemporalConv:
-    return conv.depthwise if isinstance(conv, MobileSeparable) else conv
-
-
-def tail_state_count(step: StudentStep) -> int:
-    """How many of the step's states (the last ones in traversal order) belong to its tail."""
-    m = step.mobile
-    convs = [m.conv_out]
-    for layer in list(m.layers)[step.tail_from:]:
-        convs += [layer.conv1, layer.conv2] if isinstance(layer, MobileResBlock) else [layer.conv]
-    return sum(_temporal(c).k > 1 for c in convs)
+        _ProbeStep(meta).run(torch.zeros(latent_frames, c, h, w, device="meta"), _Probe([], one, one))
+    return shapes, head[0]
 
 
 def state_layout(step: StudentStep, latent_frames: int, h: int, w: int) -> list[tuple[str, tuple[int, ...]]]:
@@ -252,10 +246,9 @@ def state_layout(step: StudentStep, latent_frames: int, h: int, w: int) -> list[
     Whole-frame states are ``stateN``; a banded step holds each tail state as one tensor per band of rows,
     ``stateN_bandJ`` (state-major), as :meth:`StudentStep._banded_tail` reads them.
     """
-    shapes = state_shapes(step.mobile, latent_frames, h, w)
+    shapes, n_head = state_shapes(step.mobile, latent_frames, h, w)
     if step.bands == 1:
         return [(f"state{i}", s) for i, s in enumerate(shapes)]
-    n_head = len(shapes) - tail_state_count(step)
     rows = step.tail_rows(h)
     cuts = step.band_cuts(rows)
     out = [(f"state{i}", s) for i, s in enumerate(shapes[:n_head])]
