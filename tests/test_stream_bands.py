@@ -140,6 +140,8 @@ def test_onnx_runner_updates_states_in_place(tmp_path):
     res = export_artifact(student, "onnx", "32x48", latent_frames=1, precision="fp32", out_dir=tmp_path,
                           stream=True, bands=bands)
     runner = load_runner(res.artifact, 1)
+    opts = runner.session.get_session_options()  # a banded step: memory before speed (README "Streaming")
+    assert not opts.enable_mem_reuse and not opts.enable_mem_pattern and opts.enable_cpu_mem_arena
     spec = res.manifest["stream"]
     z = latents_for("wan", t=4, h=6, w=4, seed=5)[0].transpose(0, 1).contiguous().numpy()
     states = {s["name"]: np.zeros(s["shape"], np.float32) for s in spec["states"]}

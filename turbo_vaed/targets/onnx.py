@@ -181,11 +181,14 @@ class OrtRunner(Runner):
             so.enable_mem_pattern = False
         disabled = []
         if (self.manifest.get("lowering") or {}).get("stream_bands", 1) > 1:
-            # a banded step is memory before speed: no arena, and no NCHWc layout (x86 only; its reordered copies
-            # of every conv input and output cost about 2 GB at 720p). 8 bands, chunks of 1, 1 thread: 7.4 GB
-            # with the settings above, 5.1-5.3 GB without NCHWc, 4.5-4.8 GB without arena too, at the same speed
-            # within the noise of the shared host (13-16 s per call). README "Streaming" has the table.
-            so.enable_cpu_mem_arena = False
+            # a banded step is memory before speed. ORT's memory reuse keeps every buffer it plans to reuse alive
+            # to the end of the call (an mmap trace shows nothing freed until the last node), so the bands' buffers
+            # pile up instead of taking turns: reuse goes off. The NCHWc layout (x86 only) goes off too: its
+            # reordered copies of every conv input and output. 8 bands, chunks of 1, 1 thread, peak RSS over two
+            # calls: 7.4 GB with the streaming settings above, 4.5 GB without NCHWc and arena, 2.32 GB without
+            # reuse only, 2.06 GB without reuse and NCHWc (arena on: its bins recycle the freed blocks better than
+            # malloc, 2.55 GB with it off), at 24-30 s a call. README "Streaming" has the table.
+            so.enable_mem_reuse = False
             disabled = ["NchwcTransformer"]
         self.session = ort.InferenceSession(str(self.artifact), so, providers=["CPUExecutionProvider"],
                                             disabled_optimizers=disabled)
