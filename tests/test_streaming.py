@@ -129,9 +129,12 @@ def test_exported_flags_stay_separate_inputs(tmp_path):
 
 def test_cli_bench_stream_reports_a_validated_result(cli, tmp_path, wan_student):
     import json
+    import shutil
+    from pathlib import Path
 
     from turbo_vaed.bench.schema import load_results
     from turbo_vaed.checkpoint import save_student
+    from turbo_vaed.exporters.manifest import manifest_path
 
     ck = save_student(wan_student, tmp_path / "s.safetensors")
     res = cli("bench", "--stream", "--checkpoint", ck, "--res", "32x32", "--latent-frames", "2", "--stream-frames",
@@ -143,6 +146,22 @@ def test_cli_bench_stream_reports_a_validated_result(cli, tmp_path, wan_student)
     assert s["frames"] == 17 == r["model"]["output_frames"] and s["latent_frames"] == 5
     assert s["sustained_fps"] > 0 and s["first_chunk_ms"] > 0 and r["settings"]["iterations"] == 2
     assert "sustained" in res.out
+    # the exported step given as ARTIFACT: measured as it is (its chunk and size from its manifest), not re-exported
+    art = Path(r["model"]["artifact"])
+    again = cli("bench", str(art), "--stream", "--stream-frames", "3", "--threads", "1", "--out", tmp_path / "b2",
+                "--json", tmp_path / "r2.json")
+    assert again.code == 0, again.err
+    (r2,) = load_results(tmp_path / "r2.json")["results"]
+    assert r2["model"]["artifact"] == str(art) and r2["stream"]["frames"] == 9 and r2["stream"]["calls"] == 2
+    assert not (tmp_path / "b2").exists() or not any((tmp_path / "b2").iterdir())
+    fixed = tmp_path / "fixed"
+    fixed.mkdir()
+    shutil.copy(art, fixed / art.name)
+    m = json.loads(manifest_path(art).read_text())
+    del m["stream"]
+    manifest_path(fixed / art.name).write_text(json.dumps(m))
+    err = cli("bench", str(fixed / art.name), "--stream", "--threads", "1", "--out", tmp_path / "b3")
+    assert err.code == 2 and "export --stream" in err.err and "Traceback" not in err.err
     bad = json.loads((tmp_path / "r.json").read_text())
     bad["results"][0]["stream"]["sustained_fps"] = -1
     (tmp_path / "bad.json").write_text(json.dumps(bad))

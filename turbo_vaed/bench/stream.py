@@ -31,30 +31,39 @@ def bench_stream(opts: BenchOptions) -> dict:
     from turbo_vaed.targets import load_runner
 
     console = console_for(opts)
-    runtimes = tuple(dict.fromkeys(opts.runtimes)) or ("onnxruntime",)
-    bad = [r for r in runtimes if r not in STREAM_RUNTIMES]
-    if bad:
-        raise UserError(f"--stream measures {', '.join(STREAM_RUNTIMES)} on the host, not {bad[0]}")
     clip = int(opts.extra.get("stream_frames", DEFAULT_CLIP_LATENT_FRAMES))
-    chunk = int(opts.latent_frames)
     threads = opts.threads or torch.get_num_threads()
-    family = bench_family(opts)
-    dec, _ckpt, notes = _resolve_student(family, opts, console)
-    fam = get_family(family)
-    r = resolve_res(opts.res, fam)
+    if opts.artifact is not None:
+        jobs, arch, cfg, family, r, chunk, notes, (channels, lh, lw) = _given_artifact(Path(opts.artifact))
+    else:
+        runtimes = tuple(dict.fromkeys(opts.runtimes)) or ("onnxruntime",)
+        bad = [r for r in runtimes if r not in STREAM_RUNTIMES]
+        if bad:
+            raise UserError(f"--stream measures {', '.join(STREAM_RUNTIMES)} on the host, not {bad[0]}")
+        chunk = int(opts.latent_frames)
+        family = bench_family(opts)
+        dec, _ckpt, notes = _resolve_student(family, opts, console)
+        arch, cfg = dec.arch, dec.config
+        r = resolve_res(opts.res, get_family(family))
+        channels, lh, lw = dec.latent_channels, r.height // dec.spatial_factor, r.width // dec.spatial_factor
+        jobs = [(rt, None) for rt in runtimes]
     g = torch.Generator().manual_seed(0)
-    z = torch.randn(1, dec.latent_channels, clip, r.height // dec.spatial_factor, r.width // dec.spatial_factor,
-                    generator=g)
+    z = torch.randn(1, channels, clip, lh, lw, generator=g)
     x = z[0].transpose(0, 1).contiguous().numpy()
-    trims = dec.arch.trims(dec.config, clip)
+    trims = arch.trims(cfg, clip)
     results = []
-    for rt in runtimes:
+    for rt, given in jobs:
         target, delegate, _ = EXPORT_TARGET[rt]
-        console.print(f"exporting the {family} {dec.arch.name} streaming step for {rt} ({r}, {chunk} latent frames "
-                      "per chunk)")
-        with console.status(f"exporting {target} --stream"):
-            art = export_artifact(dec, target, r, latent_frames=chunk, precision="fp32", out_dir=Path(opts.out_dir),
-                                  delegate=delegate, stream=True).artifact
+        if given is not None:
+            art = given
+            console.print(f"streaming {clip} latent frames through {art.name} ({rt}, {r}, {chunk} latent frames "
+                          "per chunk)", soft_wrap=True)
+        else:
+            console.print(f"exporting the {family} {arch.name} streaming step for {rt} ({r}, {chunk} latent "
+                          "frames per chunk)")
+            with console.status(f"exporting {target} --stream"):
+                art = export_artifact(dec, target, r, latent_frames=chunk, precision="fp32",
+                                      out_dir=Path(opts.out_dir), delegate=delegate, stream=True).artifact
         with PeakRSS(fresh_process=False) as mem:
             t0 = time.perf_counter()
             runner = load_runner(art, threads)
@@ -81,7 +90,7 @@ def bench_stream(opts: BenchOptions) -> dict:
         lat = latency_summary(steady)
         m = runner.manifest
         results.append({
-            "label": f"{dec.arch.name}/{rt}-stream",
+            "label": f"{arch.name}/{rt}-stream",
             "device": host_device("host"),
             "runtime": {"name": rt, "version": str(runner.version), "compute_units": None, "delegate": delegate,
                         "threads": threads, "precision": m["precision"]},
@@ -102,7 +111,32 @@ def bench_stream(opts: BenchOptions) -> dict:
                        "sustained_fps": frames / max(wall, 1e-9), "calls": len(times),
                        "first_frame_ms": round(first_frame_ms or 0.0, 2)},
         })
-        if frames != dec.frames_out(clip):
+        if frames != arch.frames_out(cfg, clip):
             raise UserError(f"{art.name} streamed {frames} frames for {clip} latent frames, the decoder's rule says "
-                            f"{dec.frames_out(clip)}: re-export it")
+                            f"{arch.frames_out(cfg, clip)}: re-export it")
     return make_doc(results)
+
+
+def _given_artifact(art: Path):
+    """What ``bench --stream ARTIFACT`` measures: the artifact itself, with its decoder, size, chunk and latent
+    shape from its manifest (nothing is exported)."""
+    from turbo_vaed.bench.host import read_manifest, runtime_of
+    from turbo_vaed.decoders import get_architecture
+    from turbo_vaed.families import Resolution
+
+    rt = runtime_of(art)
+    if rt not in STREAM_RUNTIMES:
+        raise UserError(f"--stream measures {' and '.join(STREAM_RUNTIMES)} artifacts on the host (.onnx, .ort, "
+                        f".pte), not {art.name}")
+    m = read_manifest(art)
+    if not m.get("stream"):
+        raise UserError(f"{art.name} decodes fixed chunks, not a stream: export it with `turbovaed export "
+                        "--stream`, or drop --stream")
+    d = m["decoder"]
+    arch = get_architecture(d["arch"])
+    cfg = arch.config_from_dict(d["config"])
+    r = Resolution(int(m["width"]), int(m["height"]), str(m.get("preset") or f"{m['width']}x{m['height']}"))
+    _k, c, lh, lw = m["inputs"][0]["shape"]
+    notes = [f"the given artifact {art.name} ({d.get('checkpoint') or 'weights of the export'})"]
+    return ([(rt, art)], arch, cfg, m["family"], r, int(m["stream"]["chunk_latent_frames"]), notes,
+            (int(c), int(lh), int(lw)))
