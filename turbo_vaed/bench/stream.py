@@ -23,7 +23,7 @@ STREAM_RUNTIMES = ("onnxruntime", "executorch")
 
 def bench_stream(opts: BenchOptions) -> dict:
     """Measure a streamed decode of a whole clip on every requested host runtime; a validated results doc."""
-    from turbo_vaed.bench.host import _resolve_student, bench_family, console_for
+    from turbo_vaed.bench.host import _resolve_student, bench_family, console_for, random_latents
     from turbo_vaed.bench.measure import PeakRSS
     from turbo_vaed.exporters import export_artifact
     from turbo_vaed.families import get_family, resolve_res
@@ -34,7 +34,7 @@ def bench_stream(opts: BenchOptions) -> dict:
     clip = int(opts.extra.get("stream_frames", DEFAULT_CLIP_LATENT_FRAMES))
     threads = opts.threads or torch.get_num_threads()
     if opts.artifact is not None:
-        jobs, arch, cfg, family, r, chunk, notes, (channels, lh, lw) = _given_artifact(Path(opts.artifact))
+        jobs, arch, cfg, family, r, chunk, notes = _given_artifact(Path(opts.artifact))
     else:
         runtimes = tuple(dict.fromkeys(opts.runtimes)) or ("onnxruntime",)
         bad = [r for r in runtimes if r not in STREAM_RUNTIMES]
@@ -45,11 +45,9 @@ def bench_stream(opts: BenchOptions) -> dict:
         dec, _ckpt, notes = _resolve_student(family, opts, console)
         arch, cfg = dec.arch, dec.config
         r = resolve_res(opts.res, get_family(family))
-        channels, lh, lw = dec.latent_channels, r.height // dec.spatial_factor, r.width // dec.spatial_factor
         jobs = [(rt, None) for rt in runtimes]
-    g = torch.Generator().manual_seed(0)
-    z = torch.randn(1, channels, clip, lh, lw, generator=g)
-    x = z[0].transpose(0, 1).contiguous().numpy()
+    z = random_latents(family, f"{r.width}x{r.height}", clip).latents  # (1, C, T, h, w), seed 0
+    x = np.ascontiguousarray(z[0].transpose(1, 0, 2, 3))
     trims = arch.trims(cfg, clip)
     results = []
     for rt, given in jobs:
@@ -123,11 +121,13 @@ def _given_artifact(art: Path):
     from turbo_vaed.bench.host import read_manifest, runtime_of
     from turbo_vaed.decoders import get_architecture
     from turbo_vaed.families import Resolution
+    from turbo_vaed.targets import runtime_of_suffix
 
     rt = runtime_of(art)
     if rt not in STREAM_RUNTIMES:
-        raise UserError(f"--stream measures {' and '.join(STREAM_RUNTIMES)} artifacts on the host (.onnx, .ort, "
-                        f".pte), not {art.name}")
+        takes = ", ".join(s for s, r in runtime_of_suffix().items() if r in STREAM_RUNTIMES)
+        raise UserError(f"--stream measures {' and '.join(STREAM_RUNTIMES)} artifacts on the host ({takes}), "
+                        f"not {art.name}")
     m = read_manifest(art)
     if not m.get("stream"):
         raise UserError(f"{art.name} decodes fixed chunks, not a stream: export it with `turbovaed export "
@@ -136,7 +136,5 @@ def _given_artifact(art: Path):
     arch = get_architecture(d["arch"])
     cfg = arch.config_from_dict(d["config"])
     r = Resolution(int(m["width"]), int(m["height"]), str(m.get("preset") or f"{m['width']}x{m['height']}"))
-    _k, c, lh, lw = m["inputs"][0]["shape"]
     notes = [f"the given artifact {art.name} ({d.get('checkpoint') or 'weights of the export'})"]
-    return ([(rt, art)], arch, cfg, m["family"], r, int(m["stream"]["chunk_latent_frames"]), notes,
-            (int(c), int(lh), int(lw)))
+    return [(rt, art)], arch, cfg, m["family"], r, int(m["stream"]["chunk_latent_frames"]), notes
