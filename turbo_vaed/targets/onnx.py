@@ -11,6 +11,7 @@ import torch
 from turbo_vaed.exporters.graph import CastIO, export_graph, quiet
 from turbo_vaed.exporters.phone_report import MAX_RANK, _dedupe
 from turbo_vaed.targets.base import Converted, GraphIO, Runner, Target, as_examples
+from turbo_vaed.targets.onnx_optimize import optimize_model
 
 # ---------------------------------------------------------------- static report
 
@@ -144,7 +145,8 @@ def convert(mobile: torch.nn.Module, example: torch.Tensor | tuple, tmp: Path, n
     path = tmp / f"{name}.onnx"
     with quiet():
         prog = torch.onnx.export(ep, examples, dynamo=True, opset_version=opset, input_names=list(io.inputs),
-                                 output_names=list(io.outputs), external_data=False, optimize=True, verbose=False)
+                                 output_names=list(io.outputs), external_data=False, optimize=False, verbose=False)
+        prog.model = optimize_model(prog.model)  # torch's optimize=True, minus one quadratic rewrite (see there)
         prog.save(str(path), external_data=False)
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
