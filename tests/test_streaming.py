@@ -74,7 +74,11 @@ def test_exported_stream_step_is_exact(wan_student, target, tmp_path):
     est = st["memory_estimate"]  # the app's working-set budget, per precision
     assert est["fp32"]["states_bytes"] == 4 * sum(int(np.prod(s["shape"])) for s in st["states"])
     assert est["fp32"]["bytes"] == 2 * est["fp16"]["bytes"] > est["fp32"]["largest_activation_bytes"] * 4
-    assert_streams_exactly(load_runner(res.artifact, 2), wan_student, (1, 5), 4, 4, TOL_RUNTIME, target)
+    runner = load_runner(res.artifact, 2)
+    if target == "onnx":  # streaming settings (README "Streaming"): arena on, memory patterns and reuse off
+        opts = runner.session.get_session_options()
+        assert opts.enable_cpu_mem_arena and not opts.enable_mem_pattern and not opts.enable_mem_reuse
+    assert_streams_exactly(runner, wan_student, (1, 5), 4, 4, TOL_RUNTIME, target)
 
 
 def test_fp16_stream_keeps_quality_without_drift(wan_student, tmp_path):

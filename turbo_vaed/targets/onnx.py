@@ -175,22 +175,20 @@ class OrtRunner(Runner):
             so.intra_op_num_threads = int(self.threads)
             so.inter_op_num_threads = 1
         so.log_severity_level = 3
-        if self.manifest.get("stream"):
-            # streaming steps: the CPU arena stays on, memory patterns go off (default student, 720p, chunks of 2,
-            # 1 thread: both off 31.9 s/call, 10.5 GB; arena on 10.9-12.5 s, 13.8 GB with the states bound in
-            # place; both on past 24 GB; README "Streaming" has the table). The Android harness turns both off: a
-            # phone's budget before its speed.
-            so.enable_mem_pattern = False
         disabled = []
-        if (self.manifest.get("lowering") or {}).get("stream_bands", 1) > 1:
-            # a banded step is memory before speed. ORT's memory reuse keeps every buffer it plans to reuse alive
-            # to the end of the call (an mmap trace shows nothing freed until the last node), so the bands' buffers
-            # pile up instead of taking turns: reuse goes off. The NCHWc layout (x86 only) goes off too: its
-            # reordered copies of every conv input and output. 8 bands, chunks of 1, 1 thread, peak RSS over two
-            # calls: 7.4 GB with the streaming settings above, 4.5 GB without NCHWc and arena, 2.32 GB without
-            # reuse only, 2.06 GB without reuse and NCHWc (arena on: its bins recycle the freed blocks better than
-            # malloc, 2.55 GB with it off), at 24-30 s a call. README "Streaming" has the table.
+        if self.manifest.get("stream"):
+            # streaming steps: the CPU arena stays on; memory patterns and memory reuse go off. ORT's memory reuse
+            # keeps every buffer it plans to reuse alive to the end of the call (an mmap trace shows nothing freed
+            # until the last node). Default student, 720p, chunks of 1, 1 thread, states bound in place: the plain
+            # step 6.0-6.9 s/call at 6.26 GB with reuse, 6.0-6.6 s at 5.38 GB without; arena and patterns off:
+            # 31.9 s/call (chunks of 2). README "Streaming" has the tables. The Android harness turns arena and
+            # patterns off: a phone's budget before its speed.
+            so.enable_mem_pattern = False
             so.enable_mem_reuse = False
+        if (self.manifest.get("lowering") or {}).get("stream_bands", 1) > 1:
+            # a banded step is memory before speed: the NCHWc layout (x86 only) goes off too, its reordered copies
+            # of every conv input and output (the plain step: 4.14 GB without it, 10% slower). 720p, chunks of 1:
+            # 8 bands 9.1-10.2 s/call at 1.96 GB, 16 bands 12.0-12.3 s at 1.77 GB.
             disabled = ["NchwcTransformer"]
         self.session = ort.InferenceSession(str(self.artifact), so, providers=["CPUExecutionProvider"],
                                             disabled_optimizers=disabled)
