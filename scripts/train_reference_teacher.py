@@ -312,6 +312,9 @@ def export(vae, clips: dict[str, torch.Tensor], args: argparse.Namespace, step: 
     vae.register_to_config(latents_mean=[round(v, 5) for v in mean.tolist()],
                            latents_std=[round(v, 5) for v in std.tolist()])
     vae.save_pretrained(str(tmp), safe_serialization=True)
+    cfg = json.loads((tmp / "config.json").read_text())
+    if cfg.pop("_name_or_path", None) is not None:  # set by --init's from_pretrained: a local path, not config
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     (tmp / "training.json").write_text(json.dumps(dict(
         args=vars(args), config=CONFIG, steps=step, wall_seconds=round(wall, 1), torch=torch.__version__,
         train_clips=list(clips), clip_frames={k: list(v.shape) for k, v in clips.items()}, log=log), indent=1))
