@@ -79,6 +79,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--bands", type=int, default=1, help="also measure the streaming step with its tail in N bands")
+    ap.add_argument("--band-stages", type=int, default=None, help="stages the bands span (default: the exporter's)")
     ap.add_argument("--json", default="stream_vs_fixed.json")
     ap.add_argument("--_measure", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -100,11 +101,13 @@ def main() -> None:
     kinds = [("fixed", 1), ("stream", 1)] + ([("stream", args.bands)] if args.bands > 1 else [])
     rows = []
     for kind, bands in kinds:
-        label = kind if bands == 1 else f"stream, {bands} bands"
+        label = kind if bands == 1 else f"stream, {bands} bands" + (
+            f" over {args.band_stages} stage(s)" if args.band_stages else "")
         with console.status(f"exporting the {label} ONNX artifact at {args.res}"):
             k = args.latent_frames if kind == "fixed" else chunk
             art = str(export_artifact(dec, "onnx", args.res, latent_frames=k, precision="fp32",
                                       out_dir=out, stream=kind == "stream", bands=bands,
+                                      band_stages=args.band_stages if bands > 1 else None,
                                       name=f"{kind}-b{bands}").artifact)
         with console.status(f"measuring {label} in a fresh process"):
             cmd = [sys.executable, __file__, "--_measure", kind, art, "--clip", str(args.clip),
@@ -126,6 +129,7 @@ def main() -> None:
                   f"per call: {stream['median_s'] / fixed['median_s']:.3f}x the time for "
                   f"{stream['frames_per_call']}/{fixed['frames_per_call']} frames")
     doc = {"res": args.res, "latent_frames": args.latent_frames, "stream_chunk": chunk, "clip": args.clip,
+           "band_stages": args.band_stages,
            "threads": args.threads,
            "fixed": fixed, "stream": stream, "fps_ratio": ratio}
     if len(rows) > 2:

@@ -47,6 +47,47 @@ def test_state_taps_flavour_is_exact():
             assert got.shape == ref.shape and np.abs(got - ref).max() <= TOL_TORCH, (bands, chunk)
 
 
+@pytest.mark.parametrize("family", ["wan", "ltx"])
+def test_bands_over_any_number_of_stages_are_exact(family):
+    """``stream_band_stages``: the bands span the last stage only, the last two (the default) or three: the same
+    frames as the full decode, with the states of the banded stages held band by band."""
+    student = small_student(family)
+    dec = as_decoder(student)
+    z = latents_for(family, t=4, h=5, w=3, seed=7)
+    ref = full_decode(student, z)
+    x = z[0].transpose(0, 1).contiguous().numpy()
+    banded = {}
+    for stages in (1, 2, 3):
+        for chunk in (1, 2):
+            opts = LoweringOptions(stream_bands=3, stream_band_stages=stages, stream_state_taps=True,
+                                   stream_band_order=True)
+            step = dec.arch.stream_step(dec.module, opts, chunk, 5, 3)
+            spec = stream_spec(step)
+            got = np.concatenate(list(run_stream(torch_call(step.module, spec), spec, x, True)))
+            assert got.shape == ref.shape and np.abs(got - ref).max() <= TOL_TORCH, (stages, chunk)
+        banded[stages] = sum("_band" in s["name"] for s in spec["states"])
+    assert banded[1] < banded[2] <= banded[3]  # a deeper tail holds more of its states band by band
+
+
+def test_band_stages_flag_exports_the_last_stage_banded(cli, tmp_path):
+    """``export --band-stages 1``: an exact ONNX step named for it; without --bands it is a one-line error."""
+    from turbo_vaed.checkpoint import save_student
+    from turbo_vaed.targets import load_runner
+
+    student = small_student("wan")
+    ck = save_student(student, tmp_path / "s.safetensors")
+    res = cli("export", "--target", "onnx", "--res", "48x64", "--checkpoint", ck, "--latent-frames", "1",
+              "--precision", "fp32", "--stream", "--band-stages", "1", "-o", tmp_path / "a")
+    assert res.code == 2 and "error:" in res.err and "--bands" in res.err and not (tmp_path / "a").exists()
+    res = cli("export", "--target", "onnx", "--res", "48x64", "--checkpoint", ck, "--latent-frames", "1",
+              "--precision", "fp32", "--stream", "--bands", "3", "--band-stages", "1", "-o", tmp_path / "a")
+    assert res.code == 0, res.err
+    art = next((tmp_path / "a").glob("*-stream-b3s1.onnx"))
+    runner = load_runner(art, 1)
+    assert runner.manifest["lowering"]["stream_band_stages"] == 1
+    assert_streams_exactly(runner, student, (1, 5), 8, 6, TOL_RUNTIME)
+
+
 def test_band_context_is_tight():
     """One row of context less than the measured reach changes the frames: the test above can fail."""
     student = small_student("wan")

@@ -39,24 +39,26 @@ D_MIN = 2.0**-14  # smallest normal fp16: lower bound of the fp16-safe RMSNorm's
 class LoweringOptions:
     """Per-target graph flavour; every choice gives the same numbers in exact arithmetic.
 
-    ``fp16_safe``: overflow-free RMSNorm for half precision. ``shuffle``: ``pixel_shuffle`` (one
-    depth_to_space op: Core ML) or ``transpose`` (rank-4 reshape/permute: XNNPACK, NNAPI). ``rsqrt``:
-    ``rsqrt`` or ``div_sqrt`` (1/sqrt, for runtimes without Reciprocal, e.g. the NNAPI EP).
-    ``stream_bands``: a streaming step runs its high-resolution tail in this many bands of rows, one after the
-    other (exact: each band reads its neighbours' rows as context), so its largest activations shrink by about
-    that factor (see :class:`turbo_vaed.decoders.student.StudentStep`). ``stream_state_taps``: a streaming
-    step reads each temporal conv's last tap from its next-state tensor, so ONNX Runtime (which orders nodes by
-    what the outputs need) cuts the states before the conv and frees its input early; off elsewhere (the extra
-    concatenation is not delegated to XNNPACK). ``stream_band_order``: each band's input carries a zero-weighted
-    edge from the previous band's outputs (its frames and next states), so a runtime that orders nodes only by data
-    (ONNX Runtime) finishes one band before it starts the next and keeps one band's activations alive, not all of
-    them; off where execution follows the program's order anyway.
+    ``fp16_safe``: overflow-free RMSNorm for half precision. ``shuffle``: ``pixel_shuffle`` (one depth_to_space op:
+    Core ML) or ``transpose`` (rank-4 reshape/permute: XNNPACK, NNAPI). ``rsqrt``: ``rsqrt`` or ``div_sqrt``
+    (1/sqrt, for runtimes without Reciprocal, e.g. the NNAPI EP). ``stream_bands``: a streaming step runs its
+    high-resolution tail in this many bands of rows, one after the other (exact: each band reads its neighbours'
+    rows as context), so its largest activations shrink by about that factor (see
+    :class:`turbo_vaed.decoders.student.StudentStep`); ``stream_band_stages``: how many of the highest-resolution
+    stages (counted by spatial upsamples from the last) that tail spans. ``stream_state_taps``: a streaming step
+    reads each temporal conv's last tap from its next-state tensor, so ONNX Runtime (which orders nodes by what the
+    outputs need) cuts the states before the conv and frees its input early; off elsewhere (the extra concatenation
+    is not delegated to XNNPACK). ``stream_band_order``: each band's input carries a zero-weighted edge from the
+    previous band's outputs (its frames and next states), so a runtime that orders nodes only by data (ONNX Runtime)
+    finishes one band before it starts the next and keeps one band's activations alive, not all of them; off where
+    execution follows the program's order anyway.
     """
 
     fp16_safe: bool = True
     shuffle: str = "pixel_shuffle"
     rsqrt: str = "rsqrt"
     stream_bands: int = 1
+    stream_band_stages: int = 2
     stream_state_taps: bool = False
     stream_band_order: bool = False
 
@@ -67,6 +69,8 @@ class LoweringOptions:
             raise ValueError(f"rsqrt must be one of {RSQRT_MODES}, got {self.rsqrt!r}")
         if self.stream_bands < 1:
             raise ValueError(f"stream_bands must be >= 1, got {self.stream_bands}")
+        if self.stream_band_stages < 1:
+            raise ValueError(f"stream_band_stages must be >= 1, got {self.stream_band_stages}")
 
 
 def spatial_shuffle(x: torch.Tensor, r: int, mode: str) -> torch.Tensor:

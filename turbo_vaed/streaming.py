@@ -48,8 +48,9 @@ def stream_spec(step, io_dtype: str | None = None) -> dict:
                        for n, s in step.states]}
 
 
-def banded_options(options, decoder: Decoder, bands: int):
-    """``options`` with ``stream_bands=bands``, for an architecture whose streaming step can run in bands."""
+def banded_options(options, decoder: Decoder, bands: int, stages: int | None = None):
+    """``options`` with ``stream_bands=bands`` (and ``stream_band_stages=stages``), for an architecture whose
+    streaming step can run in bands."""
     from dataclasses import replace
 
     if bands < 1:
@@ -57,7 +58,11 @@ def banded_options(options, decoder: Decoder, bands: int):
     if bands > 1 and not decoder.arch.stream_bands:
         raise UserError(f"the {decoder.arch.name} streaming step runs whole frames only: drop --bands (the "
                         "project's student can run its high-resolution tail in bands)")
-    return replace(options, stream_bands=bands)
+    if stages is not None and stages < 1:
+        raise UserError(f"--band-stages must be >= 1, got {stages}")
+    if stages is None:
+        return replace(options, stream_bands=bands)
+    return replace(options, stream_bands=bands, stream_band_stages=stages)
 
 
 def _controls(spec: dict) -> list[str]:

@@ -157,7 +157,7 @@ class StudentArchitecture(Architecture):
         from turbo_vaed.decoders.base import StreamStep
 
         mobile = MobileDecoder(module, options).float().eval()
-        step = StudentStep(mobile, latent_frames, options.stream_bands).eval()
+        step = StudentStep(mobile, latent_frames, options.stream_bands, options.stream_band_stages).eval()
         rows = step.tail_rows(h)
         if options.stream_bands > rows:
             raise UserError(f"--bands {options.stream_bands} is more than the {rows} rows the high-resolution tail "
@@ -165,7 +165,8 @@ class StudentArchitecture(Architecture):
         names, shapes = zip(*state_layout(step, latent_frames, h, w), strict=True)
         notes = ["causal temporal convs: each keeps its last k-1 input frames"]
         if options.stream_bands > 1:
-            notes.append(f"high-resolution tail in {options.stream_bands} bands of rows ({step.reach} rows of "
+            notes.append(f"high-resolution tail ({step.stages} stage(s)) in {options.stream_bands} bands of rows "
+                         f"({step.reach} rows of "
                          "context each side; exact); its states are held band by band (stateN_bandJ)")
         return StreamStep(step, latent_frames, latent_frames * module.cfg.fam.temporal_factor,
                           list(zip(names, shapes, strict=True)), step.first_chunk_skip(latent_frames),
@@ -212,7 +213,8 @@ class StreamState:
         return self.conv(m, x)
 
 
-def state_shapes(mobile: MobileDecoder, latent_frames: int, h: int, w: int) -> tuple[list[tuple[int, ...]], int]:
+def state_shapes(mobile: MobileDecoder, latent_frames: int, h: int, w: int,
+                 stages: int | None = None) -> tuple[list[tuple[int, ...]], int]:
     """Shapes of the state tensors of a chunk of ``latent_frames`` latents of ``h`` x ``w``, traversal order, and
     how many of them come before the tail (:attr:`StudentStep.tail_from`)."""
     shapes: list[tuple[int, int, int, int]] = []
@@ -236,7 +238,8 @@ def state_shapes(mobile: MobileDecoder, latent_frames: int, h: int, w: int) -> t
     meta = copy.deepcopy(mobile).to("meta")
     with torch.no_grad():
         one = torch.ones(1, 1, 1, 1, device="meta")
-        _ProbeStep(meta).run(torch.zeros(latent_frames, c, h, w, device="meta"), _Probe([], one, one))
+        probe = _ProbeStep(meta, None, 1, stages or TAIL_STAGES)
+        probe.run(torch.zeros(latent_frames, c, h, w, device="meta"), _Probe([], one, one))
     return shapes, head[0]
 
 
@@ -246,7 +249,7 @@ def state_layout(step: StudentStep, latent_frames: int, h: int, w: int) -> list[
     Whole-frame states are ``stateN``; a banded step holds each tail state as one tensor per band of rows,
     ``stateN_bandJ`` (state-major), as :meth:`StudentStep._banded_tail` reads them.
     """
-    shapes, n_head = state_shapes(step.mobile, latent_frames, h, w)
+    shapes, n_head = state_shapes(step.mobile, latent_frames, h, w, step.stages)
     if step.bands == 1:
         return [(f"state{i}", s) for i, s in enumerate(shapes)]
     rows = step.tail_rows(h)
@@ -258,7 +261,7 @@ def state_layout(step: StudentStep, latent_frames: int, h: int, w: int) -> list[
     return out
 
 
-TAIL_STAGES = 2  # spatial upsamples (from the last) whose stages a banded step runs band by band
+TAIL_STAGES = 2  # default spatial upsamples (from the last) whose stages a banded step runs band by band
 
 
 def _pad_rows(conv: nn.Module) -> int:
@@ -286,14 +289,15 @@ class StudentStep(nn.Module):
     the same numbers, with the tail's activations about ``bands`` times smaller.
     """
 
-    def __init__(self, mobile: MobileDecoder, latent_frames: int | None = None, bands: int = 1) -> None:
+    def __init__(self, mobile: MobileDecoder, latent_frames: int | None = None, bands: int = 1,
+                 stages: int = TAIL_STAGES) -> None:
         super().__init__()
         self.mobile = mobile
-        self.bands = bands
+        self.bands, self.stages = bands, stages
         ups = [i for i, layer in enumerate(mobile.layers) if isinstance(layer, MobileUpsample) and layer.rs > 1]
         # the two highest-resolution stages (from the second-to-last spatial upsample on) hold most of the
         # activations: at 720p the quarter-resolution stage alone peaks near 1.5 GB in ONNX Runtime (fp32)
-        self.tail_from = ups[-TAIL_STAGES] if len(ups) >= TAIL_STAGES else (ups[0] if ups else len(mobile.layers))
+        self.tail_from = ups[-stages] if len(ups) >= stages else (ups[0] if ups else len(mobile.layers))
         self.reach = tail_reach(mobile, self.tail_from)
         self._masks: dict[int, str] = {}
         if latent_frames is not None:  # constant masks for export (no zeros/full/index_put op in the graph)

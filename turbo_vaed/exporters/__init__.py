@@ -141,13 +141,14 @@ def export_artifact(decoder: Decoder | torch.nn.Module, target: str, res: str | 
                     precision: str | None = "fp32", out_dir: Path | str = Path("out/artifacts"),
                     delegate: str | None = None, name: str | None = None, checkpoint: str | Path | None = None,
                     progress: Callable[[str], None] | None = None, stream: bool = False,
-                    bands: int = 1) -> ExportResult:
+                    bands: int = 1, band_stages: int | None = None) -> ExportResult:
     """Lower ``decoder`` (any architecture) and export it for ``target`` at ``res`` (preset name or ``WxH``).
 
     ``latent_frames``/``precision`` ``None`` take the preset's value (``export/<target>.toml``).
     ``stream``: export the architecture's streaming step (state tensors as explicit inputs/outputs; the
     manifest's ``stream`` section says how to carry them) instead of a whole-chunk decoder; ``bands`` > 1
-    runs its high-resolution tail in that many bands of rows (less memory, same numbers).
+    runs its high-resolution tail in that many bands of rows (less memory, same numbers); ``band_stages``: how
+    many of the highest-resolution stages that tail spans (default 2).
     ``checkpoint`` (a path) relabels where the weights came from in the manifest. Bad input raises
     :class:`UserError` before anything is written.
     """
@@ -180,9 +181,12 @@ def export_artifact(decoder: Decoder | torch.nn.Module, target: str, res: str | 
             raise UserError("--bands splits the streaming step's high-resolution tail: pass --stream too")
         from turbo_vaed.streaming import banded_options
 
-        opts = banded_options(opts, dec, bands)
+        opts = banded_options(opts, dec, bands, band_stages)
+    elif band_stages is not None:
+        raise UserError("--band-stages sets how far the bands reach: pass --stream --bands N too")
     label = fam.name if dec.arch.name == "student" else f"{fam.name}-{dec.arch.name}"
     suffix = ("-stream" if stream else "") + (f"-b{bands}" if bands > 1 else "")
+    suffix += f"s{opts.stream_band_stages}" if bands > 1 and band_stages not in (None, 2) else ""
     name = name or default_name(label, target, delegate, preset_name, precision, t) + suffix
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise UserError(f"artifact name '{name}' must be letters, digits, '.', '_' or '-' (no folders): fix --name")
