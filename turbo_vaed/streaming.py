@@ -58,10 +58,10 @@ def banded_options(options, decoder: Decoder, bands: int, stages: int | None = N
     if bands > 1 and not decoder.arch.stream_bands:
         raise UserError(f"the {decoder.arch.name} streaming step runs whole frames only: drop --bands (the "
                         "project's student can run its high-resolution tail in bands)")
-    if stages is not None and stages < 1:
-        raise UserError(f"--band-stages must be >= 1, got {stages}")
     if stages is None:
         return replace(options, stream_bands=bands)
+    if stages < 1:
+        raise UserError(f"--band-stages must be >= 1, got {stages}")
     return replace(options, stream_bands=bands, stream_band_stages=stages)
 
 

@@ -166,8 +166,8 @@ class StudentArchitecture(Architecture):
         notes = ["causal temporal convs: each keeps its last k-1 input frames"]
         if options.stream_bands > 1:
             notes.append(f"high-resolution tail ({step.stages} stage(s)) in {options.stream_bands} bands of rows "
-                         f"({step.reach} rows of "
-                         "context each side; exact); its states are held band by band (stateN_bandJ)")
+                         f"({step.reach} rows of context each side; exact); its states are held band by band "
+                         "(stateN_bandJ)")
         return StreamStep(step, latent_frames, latent_frames * module.cfg.fam.temporal_factor,
                           list(zip(names, shapes, strict=True)), step.first_chunk_skip(latent_frames),
                           notes)
@@ -214,9 +214,9 @@ class StreamState:
 
 
 def state_shapes(mobile: MobileDecoder, latent_frames: int, h: int, w: int,
-                 stages: int | None = None) -> tuple[list[tuple[int, ...]], int]:
+                 stages: int) -> tuple[list[tuple[int, ...]], int]:
     """Shapes of the state tensors of a chunk of ``latent_frames`` latents of ``h`` x ``w``, traversal order, and
-    how many of them come before the tail (:attr:`StudentStep.tail_from`)."""
+    how many of them come before the tail of a step whose bands span ``stages`` (:attr:`StudentStep.tail_from`)."""
     shapes: list[tuple[int, int, int, int]] = []
     head: list[int] = []
 
@@ -238,8 +238,7 @@ def state_shapes(mobile: MobileDecoder, latent_frames: int, h: int, w: int,
     meta = copy.deepcopy(mobile).to("meta")
     with torch.no_grad():
         one = torch.ones(1, 1, 1, 1, device="meta")
-        probe = _ProbeStep(meta, None, 1, stages or TAIL_STAGES)
-        probe.run(torch.zeros(latent_frames, c, h, w, device="meta"), _Probe([], one, one))
+        _ProbeStep(meta, None, 1, stages).run(torch.zeros(latent_frames, c, h, w, device="meta"), _Probe([], one, one))
     return shapes, head[0]
 
 
@@ -259,9 +258,6 @@ def state_layout(step: StudentStep, latent_frames: int, h: int, w: int) -> list[
         out += [(f"state{i}_band{j}", (k1, c, (b - a) * (r // rows), ww))
                 for j, (a, b) in enumerate(zip(cuts, cuts[1:], strict=False))]
     return out
-
-
-TAIL_STAGES = 2  # default spatial upsamples (from the last) whose stages a banded step runs band by band
 
 
 def _pad_rows(conv: nn.Module) -> int:
@@ -290,13 +286,13 @@ class StudentStep(nn.Module):
     """
 
     def __init__(self, mobile: MobileDecoder, latent_frames: int | None = None, bands: int = 1,
-                 stages: int = TAIL_STAGES) -> None:
+                 stages: int = LoweringOptions.stream_band_stages) -> None:
         super().__init__()
         self.mobile = mobile
         self.bands, self.stages = bands, stages
         ups = [i for i, layer in enumerate(mobile.layers) if isinstance(layer, MobileUpsample) and layer.rs > 1]
-        # the two highest-resolution stages (from the second-to-last spatial upsample on) hold most of the
-        # activations: at 720p the quarter-resolution stage alone peaks near 1.5 GB in ONNX Runtime (fp32)
+        # the tail: the ``stages`` highest-resolution stages (from the stages-th last spatial upsample on), which
+        # hold most of the activations (README "Streaming" measures 1 and 2 stages at 720p)
         self.tail_from = ups[-stages] if len(ups) >= stages else (ups[0] if ups else len(mobile.layers))
         self.reach = tail_reach(mobile, self.tail_from)
         self._masks: dict[int, str] = {}

@@ -32,6 +32,7 @@ from turbo_vaed.exporters.presets import (
     resolve_precision,
 )
 from turbo_vaed.families import Resolution, get_family, resolve_res
+from turbo_vaed.lowering import LoweringOptions
 from turbo_vaed.targets import TARGET_NAMES, get_target
 
 __all__ = ["TARGET_NAMES", "ExportResult", "export_artifact", "default_name"]
@@ -186,7 +187,8 @@ def export_artifact(decoder: Decoder | torch.nn.Module, target: str, res: str | 
         raise UserError("--band-stages sets how far the bands reach: pass --stream --bands N too")
     label = fam.name if dec.arch.name == "student" else f"{fam.name}-{dec.arch.name}"
     suffix = ("-stream" if stream else "") + (f"-b{bands}" if bands > 1 else "")
-    suffix += f"s{opts.stream_band_stages}" if bands > 1 and band_stages not in (None, 2) else ""
+    if band_stages is not None and band_stages != LoweringOptions.stream_band_stages:  # only with bands > 1
+        suffix += f"s{band_stages}"
     name = name or default_name(label, target, delegate, preset_name, precision, t) + suffix
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise UserError(f"artifact name '{name}' must be letters, digits, '.', '_' or '-' (no folders): fix --name")
