@@ -204,7 +204,12 @@ def windowed_reconstruction(vae, x: torch.Tensor, warm: int):
 
 
 def lr_at(step: int, args: argparse.Namespace) -> float:
-    """Linear warm-up, then cosine from ``--lr`` down to 5% of it at ``--steps``."""
+    """Linear warm-up, then cosine from ``--lr`` down to 5% of it at ``--steps``.
+
+    ``step`` counts from the start of this schedule: a run started with ``--init`` continues the step count of
+    the folder it starts from, and its schedule starts at that step (``args.slice_start``).
+    """
+    step -= getattr(args, "slice_start", 0)
     warm = min(1.0, (step + 1) / args.warmup)
     frac = min(1.0, step / max(1, args.steps))
     return args.lr * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
@@ -226,6 +231,17 @@ def build_vae(args: argparse.Namespace):
     return vae
 
 
+def init_record(init: str | None) -> dict | None:
+    """The ``training.json`` of the ``--init`` folder (its steps, wall time, log and slices), if it has one."""
+    path = Path(init) / "training.json" if init else None
+    if path is None or not path.is_file():
+        return None
+    info = json.loads(path.read_text())
+    history = info.get("history") or info.get("args", {}).get("history", [])
+    return dict(step=int(info.get("steps", 0)), wall=float(info.get("wall_seconds", 0.0)),
+                log=list(info.get("log", [])), history=list(history))
+
+
 def save_state(run: Path, vae, opt: torch.optim.Optimizer, step: int, rng: random.Random, log: list, wall: float,
                args: argparse.Namespace, gain: float | None = None) -> None:
     """Weights, AdamW moments and torch RNG as safetensors; step, python RNG, log as JSON (atomic)."""
@@ -243,7 +259,7 @@ def save_state(run: Path, vae, opt: torch.optim.Optimizer, step: int, rng: rando
     tensors["rng.torch"] = torch.get_rng_state()
     save_file(tensors, str(run / "state.safetensors.tmp"))
     meta = dict(step=step, wall_seconds=round(wall, 1), python_rng=_rng_to_json(rng), log=log, args=vars(args),
-                colour_gain=gain, history=getattr(args, "history", []))
+                colour_gain=gain, history=getattr(args, "history", []), slice_start=getattr(args, "slice_start", 0))
     (run / "state.json.tmp").write_text(json.dumps(meta))
     os.replace(run / "state.safetensors.tmp", run / "state.safetensors")
     os.replace(run / "state.json.tmp", run / "state.json")
@@ -317,7 +333,8 @@ def export(vae, clips: dict[str, torch.Tensor], args: argparse.Namespace, step: 
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     (tmp / "training.json").write_text(json.dumps(dict(
         args=vars(args), config=CONFIG, steps=step, wall_seconds=round(wall, 1), torch=torch.__version__,
-        train_clips=list(clips), clip_frames={k: list(v.shape) for k, v in clips.items()}, log=log), indent=1))
+        train_clips=list(clips), clip_frames={k: list(v.shape) for k, v in clips.items()}, log=log,
+        history=getattr(args, "history", [])), indent=1))
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
@@ -326,7 +343,8 @@ def export(vae, clips: dict[str, torch.Tensor], args: argparse.Namespace, step: 
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=4000, help="total steps (the LR schedule's length)")
+    ap.add_argument("--steps", type=int, default=4000,
+                    help="the LR schedule's length: total steps; with --init, steps after the --init folder's")
     ap.add_argument("--stop-after", type=float, default=None, help="end this slice after MIN minutes (state saved)")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--size", type=int, default=64)
@@ -374,15 +392,23 @@ def main() -> None:
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
     run = Path(args.run)
     step, log, wall0, gain = 0, [], 0.0, None
-    args.history = []
+    args.history, args.slice_start = [], 0
+    prior = init_record(args.init)
     if args.resume and (run / "state.json").is_file():
         step, log, wall0, meta = load_state(run, vae, opt, rng)
         gain, args.history = meta.get("colour_gain"), meta.get("history", [])
+        args.slice_start = meta.get("slice_start", 0)
         print(f"resumed at step {step}", flush=True)
-    args.history = [*args.history, dict(from_step=step, steps=args.steps, colour_gain=args.colour_gain,
-                                        chroma=args.chroma, lr=args.lr,
-                                        colour_aug=args.colour_aug, first_share=args.first_share,
-                                        threads=args.threads)]
+    elif prior is not None:  # --init: continue the folder's record; this slice's schedule starts at its step
+        step, log, wall0, args.history = prior["step"], prior["log"], prior["wall"], prior["history"]
+        args.slice_start = step
+        print(f"--init {args.init}: continuing its record at step {step}", flush=True)
+    end = args.slice_start + args.steps
+    slice_row = dict(from_step=step, steps=end, colour_gain=args.colour_gain, chroma=args.chroma, lr=args.lr,
+                     colour_aug=args.colour_aug, first_share=args.first_share, threads=args.threads)
+    if args.init:
+        slice_row["init"] = f"the weights of {args.init} (step {args.slice_start})"
+    args.history = [*args.history, slice_row]
     if gain != args.colour_gain:  # change of colour basis: exact re-expression; reset those layers' moments
         if gain is not None:
             fold_basis(vae, torch.linalg.inv(colour_basis(gain)))
@@ -400,7 +426,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))  # kill PID: save the state, then exit
     acc: dict[str, float] = {}
     n_acc = 0
-    while step < args.steps:
+    while step < end:
         if stop["flag"] or (args.stop_after is not None and time.time() - t0 > args.stop_after * 60):
             break
         for g in opt.param_groups:
@@ -442,7 +468,7 @@ def main() -> None:
             last_save = time.time()
     wall = wall0 + time.time() - t0
     save_state(run, vae, opt, step, rng, log, wall, args, gain)
-    if step >= args.steps:
+    if step >= end:
         export(rgb_copy(vae, basis), clips, args, step, wall, log)
     else:
         print(f"slice ended at step {step}/{args.steps}; continue with --resume", flush=True)
