@@ -10,9 +10,11 @@ of ``--clip`` latent frames, steady state = every call after the first. Prints a
 against streamed chunks of 1, 4 frames per call, where a phone's memory budget is tightest).
 
 ``--bands N`` adds a third row: the streaming step with its high-resolution tail in N bands of rows (same
-frames, smaller activations), measured the same way.
+frames, smaller activations), measured the same way; ``--tail-frames G`` runs that row's tail G frames at a time
+(alone or with ``--bands``).
 
 Usage: python scripts/stream_vs_fixed.py --res 720p --latent-frames 2 --stream-chunk 1 --clip 21 --threads 1 --bands 8
+       python scripts/stream_vs_fixed.py --res 720p --latent-frames 2 --stream-chunk 1 --clip 9 --tail-frames 1
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--bands", type=int, default=1, help="also measure the streaming step with its tail in N bands")
     ap.add_argument("--band-stages", type=int, default=None, help="stages the bands span (default: the exporter's)")
+    ap.add_argument("--tail-frames", type=int, default=0, help="also measure the step with its tail G frames at a time")
     ap.add_argument("--json", default="stream_vs_fixed.json")
     ap.add_argument("--_measure", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -98,17 +101,19 @@ def main() -> None:
     dec = load_decoder(args.checkpoint or DEFAULT_STUDENT)
     out = Path(tempfile.mkdtemp(prefix="stream_vs_fixed."))
     chunk = args.stream_chunk or args.latent_frames
-    kinds = [("fixed", 1), ("stream", 1)] + ([("stream", args.bands)] if args.bands > 1 else [])
+    split = args.bands > 1 or args.tail_frames > 0
+    kinds = [("fixed", 1, 0), ("stream", 1, 0)] + ([("stream", args.bands, args.tail_frames)] if split else [])
     rows = []
-    for kind, bands in kinds:
-        label = kind if bands == 1 else f"stream, {bands} bands" + (
+    for kind, bands, tail in kinds:
+        label = kind if bands == 1 and not tail else "stream, " + ", ".join(
+            [f"{bands} bands"] * (bands > 1) + [f"{tail} frame(s) at a time"] * (tail > 0)) + (
             f" over {args.band_stages} stage(s)" if args.band_stages else "")
         with console.status(f"exporting the {label} ONNX artifact at {args.res}"):
             k = args.latent_frames if kind == "fixed" else chunk
             art = str(export_artifact(dec, "onnx", args.res, latent_frames=k, precision="fp32",
                                       out_dir=out, stream=kind == "stream", bands=bands,
-                                      band_stages=args.band_stages if bands > 1 else None,
-                                      name=f"{kind}-b{bands}").artifact)
+                                      band_stages=args.band_stages if bands > 1 or tail else None,
+                                      tail_frames=tail, name=f"{kind}-b{bands}-f{tail}").artifact)
         with console.status(f"measuring {label} in a fresh process"):
             cmd = [sys.executable, __file__, "--_measure", kind, art, "--clip", str(args.clip),
                    "--iters", str(args.iters), "--threads", str(args.threads)]
@@ -129,13 +134,13 @@ def main() -> None:
                   f"per call: {stream['median_s'] / fixed['median_s']:.3f}x the time for "
                   f"{stream['frames_per_call']}/{fixed['frames_per_call']} frames")
     doc = {"res": args.res, "latent_frames": args.latent_frames, "stream_chunk": chunk, "clip": args.clip,
-           "band_stages": args.band_stages,
+           "band_stages": args.band_stages, "tail_frames": args.tail_frames,
            "threads": args.threads,
            "fixed": fixed, "stream": stream, "fps_ratio": ratio}
     if len(rows) > 2:
         banded = rows[2]
         doc.update(banded=banded, banded_fps_ratio=banded["fps"] / fixed["fps"])
-        console.print(f"banded ({args.bands} bands) streamed FPS / fixed-chunk FPS = "
+        console.print(f"split ({rows[2]['kind']}) streamed FPS / fixed-chunk FPS = "
                       f"[bold]{doc['banded_fps_ratio']:.3f}[/]; peak RSS {banded['peak_rss_mb']:.0f} MB "
                       "(target <= 2048 MB at 720p)")
     Path(args.json).write_text(json.dumps(doc, indent=1))

@@ -223,6 +223,15 @@ def test_flash_wan_stream_artifact_restarts(tmp_path):
     assert rep["partitions"] == 1 and not rep["non_delegated_ops"], rep
 
 
+def _same_through_codec(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two mp4s of the same frames (to 1e-6 before uint8 rounding): a pixel one LSB off at the rounding can change
+    x264's decisions for a block, so a few pixels differ by more than the rounding (9 measured on one machine,
+    0.3% of pixels over 2). The videos as a whole must agree to >= 45 dB and a mean difference under 0.1 LSB."""
+    d = a.astype(float) - b.astype(float)
+    mse = float((d**2).mean())
+    return (mse == 0 or 10 * np.log10(255**2 / mse) >= 45) and float(np.abs(d).mean()) < 0.1
+
+
 def test_cli_streams_an_imported_decoder(cli, tmp_path):
     """import taehv -> decode --stream (PyTorch) and export --stream -> decode --artifact (ONNX Runtime):
     the family's frame count, the same frames as the full decode."""
@@ -243,7 +252,7 @@ def test_cli_streams_an_imported_decoder(cli, tmp_path):
     full_frames = read_video(tmp_path / "full.mp4")[0]
     a = read_video(tmp_path / "a.mp4")[0]
     assert a.shape == full_frames.shape and a.shape[0] == 25  # 4T - 3
-    assert np.abs(a.astype(int) - full_frames.astype(int)).max() <= 2  # same frames, through the mp4 codec
+    assert _same_through_codec(a, full_frames)
     res = cli("export", "--target", "onnx", "--res", "48x32", "--latent-frames", "2", "--checkpoint",
               tmp_path / "dec", "--stream", "-o", tmp_path / "art")
     assert res.code == 0, res.err
@@ -251,4 +260,4 @@ def test_cli_streams_an_imported_decoder(cli, tmp_path):
     res = cli("decode", lat, "-o", tmp_path / "b.mp4", "--checkpoint", tmp_path / "dec", "--artifact", art)
     assert res.code == 0, res.err
     b = read_video(tmp_path / "b.mp4")[0]
-    assert b.shape == full_frames.shape and np.abs(b.astype(int) - full_frames.astype(int)).max() <= 2
+    assert b.shape == full_frames.shape and _same_through_codec(b, full_frames)

@@ -45,20 +45,24 @@ class LoweringOptions:
     high-resolution tail in this many bands of rows, one after the other (exact: each band reads its neighbours'
     rows as context), so its largest activations shrink by about that factor (see
     :class:`turbo_vaed.decoders.student.StudentStep`); ``stream_band_stages``: how many of the highest-resolution
-    stages (counted by spatial upsamples from the last) that tail spans. ``stream_state_taps``: a streaming step
+    stages (counted by spatial upsamples from the last) that tail spans. ``stream_tail_frames``: a streaming step
+    runs that tail this many frames at a time (0: all of the chunk's frames at once), carrying each temporal conv's
+    state from one group of frames to the next as it does from chunk to chunk (exact, nothing recomputed), so the
+    tail's activations shrink by the chunk's frames over this. ``stream_state_taps``: a streaming step
     reads each temporal conv's last tap from its next-state tensor, so ONNX Runtime (which orders nodes by what the
     outputs need) cuts the states before the conv and frees its input early; off elsewhere (the extra concatenation
-    is not delegated to XNNPACK). ``stream_band_order``: each band's input carries a zero-weighted edge from the
-    previous band's outputs (its frames and next states), so a runtime that orders nodes only by data (ONNX Runtime)
-    finishes one band before it starts the next and keeps one band's activations alive, not all of them; off where
-    execution follows the program's order anyway.
+    is not delegated to XNNPACK). ``stream_band_order``: each band's (and each group of frames') input carries a
+    zero-weighted edge from the previous one's outputs (its frames and next states), so a runtime that orders nodes
+    only by data (ONNX Runtime) finishes one band before it starts the next and keeps one band's activations alive,
+    not all of them; off where execution follows the program's order anyway.
     """
 
     fp16_safe: bool = True
     shuffle: str = "pixel_shuffle"
     rsqrt: str = "rsqrt"
     stream_bands: int = 1
-    stream_band_stages: int = 2
+    stream_band_stages: int = 1
+    stream_tail_frames: int = 0
     stream_state_taps: bool = False
     stream_band_order: bool = False
 
@@ -71,6 +75,8 @@ class LoweringOptions:
             raise ValueError(f"stream_bands must be >= 1, got {self.stream_bands}")
         if self.stream_band_stages < 1:
             raise ValueError(f"stream_band_stages must be >= 1, got {self.stream_band_stages}")
+        if self.stream_tail_frames < 0:
+            raise ValueError(f"stream_tail_frames must be >= 0, got {self.stream_tail_frames}")
 
 
 def spatial_shuffle(x: torch.Tensor, r: int, mode: str) -> torch.Tensor:

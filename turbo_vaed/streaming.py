@@ -48,21 +48,22 @@ def stream_spec(step, io_dtype: str | None = None) -> dict:
                        for n, s in step.states]}
 
 
-def banded_options(options, decoder: Decoder, bands: int, stages: int | None = None):
-    """``options`` with ``stream_bands=bands`` (and ``stream_band_stages=stages``), for an architecture whose
-    streaming step can run in bands."""
+def banded_options(options, decoder: Decoder, bands: int, stages: int | None = None, tail_frames: int = 0):
+    """``options`` with ``stream_bands=bands`` (and ``stream_band_stages=stages``, ``stream_tail_frames=
+    tail_frames``), for an architecture whose streaming step can split its high-resolution tail."""
     from dataclasses import replace
 
     if bands < 1:
         raise UserError(f"--bands must be >= 1, got {bands}")
-    if bands > 1 and not decoder.arch.stream_bands:
-        raise UserError(f"the {decoder.arch.name} streaming step runs whole frames only: drop --bands (the "
-                        "project's student can run its high-resolution tail in bands)")
-    if stages is None:
-        return replace(options, stream_bands=bands)
-    if stages < 1:
+    if tail_frames < 0:
+        raise UserError(f"--tail-frames must be >= 1, got {tail_frames}")
+    if (bands > 1 or tail_frames) and not decoder.arch.stream_bands:
+        raise UserError(f"the {decoder.arch.name} streaming step runs whole frames only: drop --bands and "
+                        "--tail-frames (the project's student can split its high-resolution tail)")
+    if stages is not None and stages < 1:
         raise UserError(f"--band-stages must be >= 1, got {stages}")
-    return replace(options, stream_bands=bands, stream_band_stages=stages)
+    return replace(options, stream_bands=bands, stream_tail_frames=tail_frames,
+                   stream_band_stages=options.stream_band_stages if stages is None else stages)
 
 
 def _controls(spec: dict) -> list[str]:

@@ -59,9 +59,13 @@ def export_cmd(
     bands: int = typer.Option(1, "--bands", min=1, max=256, help="With --stream: run the step's high-resolution "
                               "tail in this many bands of rows, one after the other (same numbers, about N times "
                               "smaller activations there; the student)."),
-    band_stages: Optional[int] = typer.Option(None, "--band-stages", min=1, max=8, help="With --bands: how many "
-                                              "of the highest-resolution stages the bands span (default 2; 1: the "
-                                              "last stage only, less recomputed context)."),
+    band_stages: Optional[int] = typer.Option(None, "--band-stages", min=1, max=8, help="With --bands or "
+                                              "--tail-frames: how many of the highest-resolution stages the split "
+                                              "tail spans (default 1: the last stage only, the least recomputed "
+                                              "context)."),
+    tail_frames: int = typer.Option(0, "--tail-frames", min=0, max=1024, help="With --stream: run the step's "
+                                    "high-resolution tail this many frames at a time, each temporal conv's state "
+                                    "carried from group to group (same numbers, nothing recomputed; the student)."),
     threads: ThreadsOpt = None,
 ) -> None:
     """Lower a decoder and export it for phones, with its manifest and phone-readiness report."""
@@ -95,7 +99,7 @@ def export_cmd(
     with console.status(f"exporting {choices.family.name} to {target} at {r}") as status:
         result = export_artifact(decoder, target, r, latent_frames=t, precision=prec, out_dir=out, delegate=d,
                                  name=name, progress=lambda msg: status.update(msg), stream=stream,
-                                 bands=bands, band_stages=band_stages)
+                                 bands=bands, band_stages=band_stages, tail_frames=tail_frames)
     m = result.manifest
     console.print(report_table(m["report"], f"{result.artifact.name}: {m['target']}"
                                f"{'/' + m['delegate'] if m['delegate'] else ''} {m['precision']}, "

@@ -157,7 +157,8 @@ class StudentArchitecture(Architecture):
         from turbo_vaed.decoders.base import StreamStep
 
         mobile = MobileDecoder(module, options).float().eval()
-        step = StudentStep(mobile, latent_frames, options.stream_bands, options.stream_band_stages).eval()
+        step = StudentStep(mobile, latent_frames, options.stream_bands, options.stream_band_stages,
+                           options.stream_tail_frames).eval()
         rows = step.tail_rows(h)
         if options.stream_bands > rows:
             raise UserError(f"--bands {options.stream_bands} is more than the {rows} rows the high-resolution tail "
@@ -168,6 +169,10 @@ class StudentArchitecture(Architecture):
             notes.append(f"high-resolution tail ({step.stages} stage(s)) in {options.stream_bands} bands of rows "
                          f"({step.reach} rows of context each side; exact); its states are held band by band "
                          "(stateN_bandJ)")
+        if 0 < options.stream_tail_frames < latent_frames * module.cfg.fam.temporal_factor:
+            notes.append(f"high-resolution tail ({step.stages} stage(s), after the last temporal upsample) "
+                         f"{options.stream_tail_frames} frame(s) at a time, its states carried from group to group "
+                         "(exact; nothing recomputed)")
         return StreamStep(step, latent_frames, latent_frames * module.cfg.fam.temporal_factor,
                           list(zip(names, shapes, strict=True)), step.first_chunk_skip(latent_frames),
                           notes)
@@ -189,7 +194,7 @@ class StreamState:
     manifest's ``first_chunk_skip`` frames of the first chunk).
     """
 
-    def __init__(self, states: list[torch.Tensor], first: torch.Tensor, trim: torch.Tensor,
+    def __init__(self, states: list[torch.Tensor], first: torch.Tensor | None, trim: torch.Tensor,
                  state_taps: bool = False) -> None:
         self.inp, self.out, self.first, self.trim = list(states), [], first, trim
         self.state_taps = state_taps  # read each conv's last tap from its next state (LoweringOptions)
@@ -201,8 +206,8 @@ class StreamState:
             return tc.padded(x, t)
         s = self.inp.pop(0)
         # first chunk: every history frame is the first frame (broadcast, not a cat of one tensor with itself,
-        # which XNNPACK does not take)
-        xp = torch.cat([s + self.first * (x[:1] - s), x], dim=0)
+        # which XNNPACK does not take); ``first`` None: a later group of frames of the same call, real history
+        xp = torch.cat([s if self.first is None else s + self.first * (x[:1] - s), x], dim=0)
         nxt = xp[xp.shape[0] - (tc.k - 1):]
         self.out.append(nxt)
         return tc.padded(xp, t, tail=nxt if self.state_taps else None)
@@ -213,10 +218,11 @@ class StreamState:
         return self.conv(m, x)
 
 
-def state_shapes(mobile: MobileDecoder, latent_frames: int, h: int, w: int,
-                 stages: int) -> tuple[list[tuple[int, ...]], int]:
+def state_shapes(mobile: MobileDecoder, latent_frames: int, h: int, w: int, stages: int,
+                 tail_frames: int = 0) -> tuple[list[tuple[int, ...]], int]:
     """Shapes of the state tensors of a chunk of ``latent_frames`` latents of ``h`` x ``w``, traversal order, and
-    how many of them come before the tail of a step whose bands span ``stages`` (:attr:`StudentStep.tail_from`)."""
+    how many of them come before the tail of a step whose bands span ``stages`` (:attr:`StudentStep.tail_from`;
+    ``tail_frames`` moves it after the last temporal upsample)."""
     shapes: list[tuple[int, int, int, int]] = []
     head: list[int] = []
 
@@ -238,7 +244,9 @@ def state_shapes(mobile: MobileDecoder, latent_frames: int, h: int, w: int,
     meta = copy.deepcopy(mobile).to("meta")
     with torch.no_grad():
         one = torch.ones(1, 1, 1, 1, device="meta")
-        _ProbeStep(meta, None, 1, stages).run(torch.zeros(latent_frames, c, h, w, device="meta"), _Probe([], one, one))
+        probe = _ProbeStep(meta, None, 1, stages, tail_frames)
+        probe.tail_frames = 0  # the same tail, run whole: the states are the same, their traversal simpler
+        probe.run(torch.zeros(latent_frames, c, h, w, device="meta"), _Probe([], one, one))
     return shapes, head[0]
 
 
@@ -248,7 +256,7 @@ def state_layout(step: StudentStep, latent_frames: int, h: int, w: int) -> list[
     Whole-frame states are ``stateN``; a banded step holds each tail state as one tensor per band of rows,
     ``stateN_bandJ`` (state-major), as :meth:`StudentStep._banded_tail` reads them.
     """
-    shapes, n_head = state_shapes(step.mobile, latent_frames, h, w, step.stages)
+    shapes, n_head = state_shapes(step.mobile, latent_frames, h, w, step.stages, step.tail_frames)
     if step.bands == 1:
         return [(f"state{i}", s) for i, s in enumerate(shapes)]
     rows = step.tail_rows(h)
@@ -282,18 +290,24 @@ class StudentStep(nn.Module):
 
     ``bands`` > 1 runs the high-resolution tail (from the second-to-last spatial upsample on, where activations
     are largest) in that many bands of rows, one after the other, each with :func:`tail_reach` rows of context:
-    the same numbers, with the tail's activations about ``bands`` times smaller.
+    the same numbers, with the tail's activations about ``bands`` times smaller. ``tail_frames`` > 0 runs the
+    tail that many frames at a time (each group in bands, if ``bands`` > 1), each temporal conv's state carried
+    from group to group; the tail then starts after the last temporal upsample at the latest.
     """
 
     def __init__(self, mobile: MobileDecoder, latent_frames: int | None = None, bands: int = 1,
-                 stages: int = LoweringOptions.stream_band_stages) -> None:
+                 stages: int = LoweringOptions.stream_band_stages, tail_frames: int = 0) -> None:
         super().__init__()
         self.mobile = mobile
-        self.bands, self.stages = bands, stages
+        self.bands, self.stages, self.tail_frames = bands, stages, tail_frames
         ups = [i for i, layer in enumerate(mobile.layers) if isinstance(layer, MobileUpsample) and layer.rs > 1]
         # the tail: the ``stages`` highest-resolution stages (from the stages-th last spatial upsample on), which
         # hold most of the activations (README "Streaming" measures 1 and 2 stages at 720p)
         self.tail_from = ups[-stages] if len(ups) >= stages else (ups[0] if ups else len(mobile.layers))
+        if tail_frames:  # groups of frames: only where frames map one to one (no temporal upsample in the tail)
+            temporal = [i for i, layer in enumerate(mobile.layers) if isinstance(layer, MobileUpsample)
+                        and layer.rt > 1]
+            self.tail_from = max([self.tail_from, *(i + 1 for i in temporal[-1:])])
         self.reach = tail_reach(mobile, self.tail_from)
         self._masks: dict[int, str] = {}
         if latent_frames is not None:  # constant masks for export (no zeros/full/index_put op in the graph)
@@ -397,11 +411,30 @@ class StudentStep(nn.Module):
         st.out.extend(t for per_state in nxt for t in per_state)
         return torch.cat(frames, dim=2)
 
+    def _grouped_tail(self, x: torch.Tensor, st: StreamState) -> torch.Tensor:
+        """The (banded) tail ``tail_frames`` frames at a time: each group reads the states the previous group
+        wrote, as a chunk reads the previous chunk's, so all equals the tail over every frame at once."""
+        tail = self._banded_tail if self.bands > 1 else self._tail
+        states, outs, edge = st.inp, [], None
+        st.inp = []
+        for a in range(0, x.shape[0], self.tail_frames):
+            sub = StreamState(states, st.first if a == 0 else None, st.trim, st.state_taps)
+            sub.skip = st.skip
+            xin = x[a:a + self.tail_frames]
+            outs.append(tail(xin if edge is None else xin + edge, sub))
+            states = sub.out
+            if self.mobile.options.stream_band_order:  # zero-weighted: this group after the previous one
+                edge = sum(t[:1, :1, :1, :1] for t in [outs[-1], *states]) * 0.0
+        st.out.extend(states)
+        return torch.cat(outs, dim=0) if len(outs) > 1 else outs[0]
+
     def run(self, z: torch.Tensor, st: StreamState) -> torch.Tensor:
         m = self.mobile
         x = st.conv(m.conv_in, z)
         for i in range(self.tail_from):
             x = self._layer(i, m.layers[i], x, st)
+        if self.tail_frames and self.tail_frames < x.shape[0]:
+            return self._grouped_tail(x, st)
         if self.bands > 1:
             return self._banded_tail(x, st)
         return self._tail(x, st)

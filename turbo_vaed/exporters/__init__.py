@@ -59,45 +59,37 @@ def _commit(files: list[Path], out_dir: Path, tmp: Path) -> None:
         os.replace(src, dest)
 
 
-STREAM_LIVE = 4  # activations alive at once in a step's peak: a layer's input, its stacked taps, its output
-
-
 def stream_memory_estimate(step, in_shape: tuple[int, ...], bytes_per_value: int) -> dict | None:
-    """A working-set estimate of one streaming call, measured on the meta device (no memory used).
+    """A working-set estimate of one streaming call, from the step's traced graph on the meta device (no memory
+    used; :mod:`turbo_vaed.liveness`).
 
-    weights + the states (the inputs and the next ones) + latents and frames + ``STREAM_LIVE`` x the largest
-    tensor any layer reads or writes. An app's budget check, not a measurement: runtimes add arenas and
-    workspaces (the host's ONNX Runtime fp32 peak is printed by ``turbovaed bench --stream``).
+    weights + the state inputs + the latents + the peak of the buffers alive at once when the ops run in the
+    program's order, each freed after its last reader (frames and next states included: an app that binds the
+    next states over the inputs holds less). An app's budget check, not a measurement: runtimes add arenas,
+    workspaces and layout copies (the host's ONNX Runtime fp32 peak is printed by ``turbovaed bench --stream``).
     """
     import copy
 
+    from turbo_vaed.liveness import peak_live_bytes
+
     meta = copy.deepcopy(step.module).to("meta")
-    largest = [0]
-
-    def hook(_m, inp, out):
-        for t in (*inp, *(out if isinstance(out, tuple | list) else (out,))):
-            if isinstance(t, torch.Tensor):
-                largest[0] = max(largest[0], t.numel())
-
-    handles = [m.register_forward_hook(hook) for m in meta.modules() if not list(m.children())]
+    one = torch.ones(1, 1, 1, 1, device="meta")
+    inputs = [torch.zeros(*in_shape, device="meta"), *(one for _ in step.controls),
+              *(torch.zeros(sh, device="meta") for _, sh in step.states)]
     try:
-        one = torch.ones(1, 1, 1, 1, device="meta")
-        with torch.no_grad():
-            outs = meta(torch.zeros(*in_shape, device="meta"), *(one for _ in step.controls),
-                        *(torch.zeros(sh, device="meta") for _, sh in step.states))
-    except Exception:  # noqa: BLE001 - a step that cannot run on meta tensors gets no estimate, not an error
+        live = peak_live_bytes(meta, inputs)
+    except Exception:  # noqa: BLE001 - a step that cannot be traced on meta tensors gets no estimate, not an error
         return None
-    finally:
-        for h in handles:
-            h.remove()
     b = bytes_per_value
     weights = sum(t.numel() for t in step.module.state_dict().values()) * b  # parameters and buffers
     states = sum(math.prod(sh) for _, sh in step.states) * b
-    io = (math.prod(in_shape) + outs[0].numel()) * b
-    total = weights + 2 * states + io + STREAM_LIVE * largest[0] * b
-    return {"bytes": int(total), "weights_bytes": int(weights), "states_bytes": int(states), "io_bytes": int(io),
-            "largest_activation_bytes": int(largest[0] * b), "bytes_per_value": b,
-            "formula": f"weights + 2 x states + latents + frames + {STREAM_LIVE} x largest activation"}
+    latents = math.prod(in_shape) * b
+    peak = live.peak // 4 * b  # traced in fp32
+    return {"bytes": int(weights + states + latents + peak), "weights_bytes": int(weights),
+            "states_bytes": int(states), "latents_bytes": int(latents), "peak_live_bytes": int(peak),
+            "peak_op": live.peak_op, "bytes_per_value": b,
+            "formula": "weights + states + latents + peak of the buffers alive at once (program order, each freed "
+                       "after its last reader; frames and next states included)"}
 
 
 def add_stream_section(manifest: dict, step, io_dtype: str, dec: Decoder) -> None:
@@ -142,14 +134,15 @@ def export_artifact(decoder: Decoder | torch.nn.Module, target: str, res: str | 
                     precision: str | None = "fp32", out_dir: Path | str = Path("out/artifacts"),
                     delegate: str | None = None, name: str | None = None, checkpoint: str | Path | None = None,
                     progress: Callable[[str], None] | None = None, stream: bool = False,
-                    bands: int = 1, band_stages: int | None = None) -> ExportResult:
+                    bands: int = 1, band_stages: int | None = None, tail_frames: int = 0) -> ExportResult:
     """Lower ``decoder`` (any architecture) and export it for ``target`` at ``res`` (preset name or ``WxH``).
 
     ``latent_frames``/``precision`` ``None`` take the preset's value (``export/<target>.toml``).
     ``stream``: export the architecture's streaming step (state tensors as explicit inputs/outputs; the
     manifest's ``stream`` section says how to carry them) instead of a whole-chunk decoder; ``bands`` > 1
     runs its high-resolution tail in that many bands of rows (less memory, same numbers); ``band_stages``: how
-    many of the highest-resolution stages that tail spans (default 2).
+    many of the highest-resolution stages that tail spans (default 1); ``tail_frames`` > 0 runs that tail this
+    many frames at a time, states carried from group to group (less memory, nothing recomputed).
     ``checkpoint`` (a path) relabels where the weights came from in the manifest. Bad input raises
     :class:`UserError` before anything is written.
     """
@@ -177,18 +170,21 @@ def export_artifact(decoder: Decoder | torch.nn.Module, target: str, res: str | 
         raise UserError(f"this {dec.arch.name} decoder needs at least {dec.min_latent_frames} latent frames per "
                         f"chunk, got {t}: raise --latent-frames")
     opts = lowering_options(preset, delegate, precision)
-    if bands != 1:
+    if bands != 1 or tail_frames:
         if not stream:
-            raise UserError("--bands splits the streaming step's high-resolution tail: pass --stream too")
+            raise UserError("--bands and --tail-frames split the streaming step's high-resolution tail: pass "
+                            "--stream too")
         from turbo_vaed.streaming import banded_options
 
-        opts = banded_options(opts, dec, bands, band_stages)
+        opts = banded_options(opts, dec, bands, band_stages, tail_frames)
     elif band_stages is not None:
-        raise UserError("--band-stages sets how far the bands reach: pass --stream --bands N too")
+        raise UserError("--band-stages sets how far the bands reach: pass --stream --bands N (or --tail-frames "
+                        "N) too")
     label = fam.name if dec.arch.name == "student" else f"{fam.name}-{dec.arch.name}"
     suffix = ("-stream" if stream else "") + (f"-b{bands}" if bands > 1 else "")
-    if band_stages is not None and band_stages != LoweringOptions.stream_band_stages:  # only with bands > 1
-        suffix += f"s{band_stages}"
+    if band_stages is not None and band_stages != LoweringOptions.stream_band_stages:  # only with a split tail
+        suffix += f"s{band_stages}" if bands > 1 else f"-s{band_stages}"
+    suffix += f"-f{tail_frames}" if tail_frames else ""
     name = name or default_name(label, target, delegate, preset_name, precision, t) + suffix
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise UserError(f"artifact name '{name}' must be letters, digits, '.', '_' or '-' (no folders): fix --name")

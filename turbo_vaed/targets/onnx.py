@@ -185,7 +185,8 @@ class OrtRunner(Runner):
             # patterns off: a phone's budget before its speed.
             so.enable_mem_pattern = False
             so.enable_mem_reuse = False
-        if (self.manifest.get("lowering") or {}).get("stream_bands", 1) > 1:
+        low = self.manifest.get("lowering") or {}
+        if low.get("stream_bands", 1) > 1 or low.get("stream_tail_frames", 0):
             # a banded step is memory before speed: the NCHWc layout (x86 only) goes off too, its reordered copies
             # of every conv input and output (the plain step: 4.14 GB without it, 10% slower). 720p, chunks of 1:
             # 8 bands 9.1-10.2 s/call at 1.96 GB, 16 bands 12.0-12.3 s at 1.77 GB.
