@@ -125,6 +125,7 @@ def main() -> None:
     ap.add_argument("--build-lpips", help="the stlpips-pytorch 0.0.2 wheel: write --lpips-out and exit")
     ap.add_argument("--lpips-out", default="stlpips_alex.pt")
     ap.add_argument("--dir", default=str(DEFAULT_STUDENT.parent), help="teacher folder that receives the student")
+    ap.add_argument("--init-note", default=None, help="the card's initialisation row (default: from distill.json)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -171,8 +172,8 @@ def main() -> None:
     text = CARD.format(
         params_k=ps / 1e3, ratio=ps / pt, teacher_k=pt / 1e3, clip=HELDOUT_CLIP, w_pixel=cfg["w_pixel"],
         data=", ".join(f"`{Path(v).name}`" for v in cfg["videos"]),
-        init=f"`{Path(cfg['init_checkpoint']).name}` (an earlier student: the stages are under Reproduce)"
-        if cfg.get("init_checkpoint") else "random",
+        init=args.init_note or (f"`{Path(cfg['init_checkpoint']).name}` (an earlier student: the stages are under "
+                                "Reproduce)" if cfg.get("init_checkpoint") else "random"),
         perceptual=f"{cfg['w_lpips']} ({Path(cfg['lpips']).name})" if cfg.get("lpips") else "off",
         w_output=cfg["w_output"], w_feature=cfg["w_feature"], stages=cfg["feature_stages"], steps=rows[-1]["step"],
         batch=cfg["batch"], res=cfg["res"], frames=1 + 4 * (cfg["latent_frames"] - 1), lr=cfg["lr"], ema=cfg["ema"],

@@ -29,6 +29,11 @@ FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "decode
 pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"Turbo-VAED fixtures not found at {FIXTURES}")
 
 ATOL = 1e-5
+# The patch-4 heads (LTX, DC) end with an RMS norm over 2 channels that amplifies fp32 rounding (see
+# test_lowered_matches_reference): the official fp32 frames of the fixture are themselves 1.4e-4 (LTX) / 7.7e-5 (DC)
+# from our fp64 decode, and an fp32 decode on another CPU lands 2-4e-4 from them (AVX-512 host, 1 or 2 threads;
+# 1e-5 held only on hardware like the fixture's). A missed quirk is off by 1e-2 or more.
+FIXTURE_TOL = {"LTX": 1e-3, "DC": 1e-3}
 RELEASES = {"Hunyuan": "hunyuan", "Cog": "cogvideox", "LTX": "ltx", "DC": "dcae"}
 OPTIONS = [LoweringOptions(fp16_safe=s, shuffle=m) for s in (True, False) for m in ("pixel_shuffle", "transpose")]
 EXTRA = ("latents_mean", "latents_std")
@@ -112,7 +117,7 @@ def test_reference_matches_official_frames(release):
             assert got.shape[2] == ARCH.frames_out(imp.config, z.shape[2]) == want.shape[2]
             assert got.shape[3:] == (z.shape[3] * ARCH.spatial_factor(imp.config),
                                      z.shape[4] * ARCH.spatial_factor(imp.config))
-            assert _maxabs(got, want) <= ATOL, (release, zk)
+            assert _maxabs(got, want) <= FIXTURE_TOL.get(release, ATOL), (release, zk)
     assert ARCH.temporal_factor(imp.config) == meta["temporal_compression"]
     assert ARCH.spatial_factor(imp.config) == meta["spatial_compression"]
 
@@ -357,7 +362,8 @@ def test_accepted_layouts_give_identical_frames(release, tmp_path):
 
     st = tmp_path / "release.safetensors"
     save_file(flat, str(st))
-    assert _maxabs(_decode(ARCH.import_release(st, cfg_path, RELEASES[release]), z), want) <= ATOL
+    assert _maxabs(_decode(ARCH.import_release(st, cfg_path, RELEASES[release]), z), want) <= FIXTURE_TOL.get(
+        release, ATOL)
 
 
 def _refused(tmp_path: Path, state: object, config: Path, match: str) -> str:
