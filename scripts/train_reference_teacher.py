@@ -394,7 +394,8 @@ def main() -> None:
     step, log, wall0, gain = 0, [], 0.0, None
     args.history, args.slice_start = [], 0
     prior = init_record(args.init)
-    if args.resume and (run / "state.json").is_file():
+    resumed = args.resume and (run / "state.json").is_file()
+    if resumed:
         step, log, wall0, meta = load_state(run, vae, opt, rng)
         gain, args.history = meta.get("colour_gain"), meta.get("history", [])
         args.slice_start = meta.get("slice_start", 0)
@@ -406,7 +407,7 @@ def main() -> None:
     end = args.slice_start + args.steps
     slice_row = dict(from_step=step, steps=end, colour_gain=args.colour_gain, chroma=args.chroma, lr=args.lr,
                      colour_aug=args.colour_aug, first_share=args.first_share, threads=args.threads)
-    if args.init:
+    if args.init and not resumed:  # a restart from the folder's weights (a resume continues the same restart)
         slice_row["init"] = f"the weights of {args.init} (step {args.slice_start})"
     args.history = [*args.history, slice_row]
     if gain != args.colour_gain:  # change of colour basis: exact re-expression; reset those layers' moments
@@ -471,7 +472,7 @@ def main() -> None:
     if step >= end:
         export(rgb_copy(vae, basis), clips, args, step, wall, log)
     else:
-        print(f"slice ended at step {step}/{args.steps}; continue with --resume", flush=True)
+        print(f"slice ended at step {step}/{end}; continue with --resume", flush=True)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def test_bands_over_any_number_of_stages_are_exact(family):
     assert banded[1] < banded[2] <= banded[3]  # a deeper tail holds more of its states band by band
 
 
-def test_band_stages_flag_exports_the_last_stage_banded(cli, tmp_path):
+def test_band_stages_flag_names_and_records_the_stages(cli, tmp_path):
     """``export --band-stages 2``: an exact ONNX step named for it; without --bands it is a one-line error."""
     from turbo_vaed.checkpoint import save_student
     from turbo_vaed.targets import load_runner
@@ -230,7 +230,8 @@ def test_tail_frames_stream_equals_full_decode(family):
     z = latents_for(family, t=5, h=5, w=3, seed=3)
     ref = full_decode(student, z)
     x = z[0].transpose(0, 1).contiguous().numpy()
-    for frames, bands, stages, chunk in ((1, 1, 1, 1), (2, 1, 2, 2), (3, 3, 1, 3), (1, 3, 2, 2), (5, 1, 1, 2)):
+    for frames, bands, stages, chunk in ((1, 1, 1, 1), (2, 1, 2, 2), (3, 3, 1, 3), (1, 3, 2, 2), (5, 1, 1, 2),
+                                         (7, 1, 1, 2)):
         opts = LoweringOptions(stream_bands=bands, stream_band_stages=stages, stream_tail_frames=frames,
                                stream_state_taps=True, stream_band_order=True)
         step = dec.arch.stream_step(dec.module, opts, chunk, 5, 3)
@@ -238,8 +239,11 @@ def test_tail_frames_stream_equals_full_decode(family):
         got = np.concatenate(list(run_stream(torch_call(step.module, spec), spec, x, True)))
         err = np.abs(got - ref).max()
         assert got.shape == ref.shape and err <= TOL_TORCH, (family, frames, bands, stages, chunk, err)
-        groups = 4 * chunk > frames  # a chunk's tail frames: 4 per latent frame in every student family
-        assert any("at a time" in n for n in step.notes) == groups
+        assert any("at a time" in n for n in step.notes)
+    # as many frames as the chunk makes: nothing to split, a one-line error
+    n = 2 * student.cfg.fam.temporal_factor
+    with pytest.raises(UserError, match=f"at most {n - 1}"):
+        dec.arch.stream_step(dec.module, LoweringOptions(stream_tail_frames=n), 2, 5, 3)
 
 
 def test_tail_frames_flag_exports_an_exact_onnx_step(cli, tmp_path):

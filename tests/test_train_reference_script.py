@@ -80,8 +80,9 @@ def test_init_run_continues_the_record_across_a_stop_and_resume(script, tmp_path
     assert info["steps"] == 9
     assert info["wall_seconds"] >= prior["wall_seconds"]
     assert info["log"][0] == prior["log"][0]
-    # one row per invocation: the prior slice, the --init slice, its resume (same schedule, 7 -> 9)
+    # one row per invocation: the prior slice, the --init slice, its resume (same schedule, 7 -> 9, no new restart)
     assert len(info["history"]) == 3 and info["history"][0] == prior["history"][0]
     for row in info["history"][1:]:
-        assert row["from_step"] == 7 and row["steps"] == 9 and "(step 7)" in row["init"]
+        assert row["from_step"] == 7 and row["steps"] == 9
+    assert "(step 7)" in info["history"][1]["init"] and "init" not in info["history"][2]
     assert "_name_or_path" not in json.loads((tmp_path / "out" / "config.json").read_text())

@@ -1,14 +1,16 @@
 """Peak live bytes of a forward pass, from its traced graph on the meta device (no memory used).
 
 The module is traced to ATen ops (``make_fx``) on meta tensors; walking the graph in the program's order, every
-op's output is a new buffer (as in an ONNX graph: Slice, Transpose and Expand copy) except reshapes and
-in-place results, which share their input's, and a buffer is freed after its last reader. The peak is what a
-runtime that runs the ops in that order and frees each buffer after its last reader holds at once, beside the
-inputs and weights. An app's budget check, not a measurement: runtimes add arenas, workspaces and layout copies.
+op's output is a new buffer (as in an ONNX graph: Slice, Transpose and Expand copy) except reshapes, in-place
+results and the items of a multi-output op, which share their input's buffer; a buffer is freed after its last
+reader. The peak is what a runtime that runs the ops in that order and frees each buffer after its last reader
+holds at once, beside the inputs and weights. An app's budget check, not a measurement: runtimes add arenas,
+workspaces and layout copies.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -47,9 +49,10 @@ def graph_liveness(graph: fx.Graph) -> Liveness:
     """Walk ``graph`` in order: the peak of the live intermediate bytes (see the module docstring)."""
     nodes = list(graph.nodes)
     root: dict[fx.Node, fx.Node] = {}
-    for n in nodes:
-        ins = [a for a in n.all_input_nodes if a.op != "placeholder" and a.op != "get_attr"]
-        root[n] = root[ins[0]] if _shares_input(n) and ins else n
+    for n in nodes:  # the buffer each node's value lives in: its own, or its first argument's
+        src = n.args[0] if n.args and isinstance(n.args[0], fx.Node) else None
+        shares = n.op == "call_function" and (n.target is operator.getitem or _shares_input(n))
+        root[n] = root[src] if src is not None and shares else n
     last: dict[fx.Node, int] = {}
     for i, n in enumerate(nodes):
         for a in n.all_input_nodes:
@@ -64,6 +67,8 @@ def graph_liveness(graph: fx.Graph) -> Liveness:
             live += _bytes(n)
             if live > peak:
                 peak, peak_op = live, str(n.target)
+            if n not in last:  # nothing reads it: freed at once
+                live -= _bytes(n)
         for a in {root[x] for x in n.all_input_nodes}:
             if a.op == "call_function" and last.get(a) == i:
                 live -= _bytes(a)

@@ -56,7 +56,8 @@ def banded_options(options, decoder: Decoder, bands: int, stages: int | None = N
     if bands < 1:
         raise UserError(f"--bands must be >= 1, got {bands}")
     if tail_frames < 0:
-        raise UserError(f"--tail-frames must be >= 1, got {tail_frames}")
+        raise UserError(f"--tail-frames must be >= 0 (0: the whole tail at once), got {tail_frames}: fix "
+                        "--tail-frames")
     if (bands > 1 or tail_frames) and not decoder.arch.stream_bands:
         raise UserError(f"the {decoder.arch.name} streaming step runs whole frames only: drop --bands and "
                         "--tail-frames (the project's student can split its high-resolution tail)")

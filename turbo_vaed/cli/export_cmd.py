@@ -62,7 +62,8 @@ def export_cmd(
     band_stages: Optional[int] = typer.Option(None, "--band-stages", min=1, max=8, help="With --bands or "
                                               "--tail-frames: how many of the highest-resolution stages the split "
                                               "tail spans (default 1: the last stage only, the least recomputed "
-                                              "context)."),
+                                              "context; --tail-frames starts it after the last temporal upsample "
+                                              "at the latest)."),
     tail_frames: int = typer.Option(0, "--tail-frames", min=0, max=1024, help="With --stream: run the step's "
                                     "high-resolution tail this many frames at a time, each temporal conv's state "
                                     "carried from group to group (same numbers, nothing recomputed; the student)."),

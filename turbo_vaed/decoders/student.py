@@ -156,6 +156,10 @@ class StudentArchitecture(Architecture):
     def stream_step(self, module: nn.Module, options: LoweringOptions, latent_frames: int, h: int, w: int):
         from turbo_vaed.decoders.base import StreamStep
 
+        frames = latent_frames * module.cfg.fam.temporal_factor
+        if options.stream_tail_frames >= frames:
+            raise UserError(f"--tail-frames {options.stream_tail_frames} is not fewer than the {frames} frames a "
+                            f"chunk of {latent_frames} latent frame(s) makes: use at most {frames - 1}, or drop it")
         mobile = MobileDecoder(module, options).float().eval()
         step = StudentStep(mobile, latent_frames, options.stream_bands, options.stream_band_stages,
                            options.stream_tail_frames).eval()
@@ -169,7 +173,7 @@ class StudentArchitecture(Architecture):
             notes.append(f"high-resolution tail ({step.stages} stage(s)) in {options.stream_bands} bands of rows "
                          f"({step.reach} rows of context each side; exact); its states are held band by band "
                          "(stateN_bandJ)")
-        if 0 < options.stream_tail_frames < latent_frames * module.cfg.fam.temporal_factor:
+        if options.stream_tail_frames:
             notes.append(f"high-resolution tail ({step.stages} stage(s), after the last temporal upsample) "
                          f"{options.stream_tail_frames} frame(s) at a time, its states carried from group to group "
                          "(exact; nothing recomputed)")
@@ -288,11 +292,12 @@ class StudentStep(nn.Module):
     """One streaming step of the lowered student: ``(latents [k, C, h, w], first, trim, *states)`` ->
     ``(frames [rt*k, 3, H, W], *next states)``. Same numbers as the full decode (see :class:`StreamState`).
 
-    ``bands`` > 1 runs the high-resolution tail (from the second-to-last spatial upsample on, where activations
-    are largest) in that many bands of rows, one after the other, each with :func:`tail_reach` rows of context:
-    the same numbers, with the tail's activations about ``bands`` times smaller. ``tail_frames`` > 0 runs the
-    tail that many frames at a time (each group in bands, if ``bands`` > 1), each temporal conv's state carried
-    from group to group; the tail then starts after the last temporal upsample at the latest.
+    ``bands`` > 1 runs the high-resolution tail (the ``stages`` highest-resolution stages, from the stages-th
+    last spatial upsample on, where activations are largest) in that many bands of rows, one after the other, each
+    with :func:`tail_reach` rows of context: the same numbers, with the tail's activations about ``bands`` times
+    smaller. ``tail_frames`` > 0 runs the tail that many frames at a time (each group in bands, if ``bands`` > 1),
+    each temporal conv's state carried from group to group; the tail then starts after the last temporal upsample
+    at the latest.
     """
 
     def __init__(self, mobile: MobileDecoder, latent_frames: int | None = None, bands: int = 1,
