@@ -28,7 +28,6 @@ class Liveness:
 
     peak: int
     peak_op: str
-    ops: int
 
 
 def _bytes(node: fx.Node) -> int:
@@ -72,7 +71,7 @@ def graph_liveness(graph: fx.Graph) -> Liveness:
         for a in {root[x] for x in n.all_input_nodes}:
             if a.op == "call_function" and last.get(a) == i:
                 live -= _bytes(a)
-    return Liveness(peak, peak_op, sum(n.op == "call_function" for n in nodes))
+    return Liveness(peak, peak_op)
 
 
 def peak_live_bytes(fn: Callable[..., object], inputs: Sequence[torch.Tensor]) -> Liveness:

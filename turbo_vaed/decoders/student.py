@@ -177,9 +177,8 @@ class StudentArchitecture(Architecture):
             notes.append(f"high-resolution tail ({step.stages} stage(s), after the last temporal upsample) "
                          f"{options.stream_tail_frames} frame(s) at a time, its states carried from group to group "
                          "(exact; nothing recomputed)")
-        return StreamStep(step, latent_frames, latent_frames * module.cfg.fam.temporal_factor,
-                          list(zip(names, shapes, strict=True)), step.first_chunk_skip(latent_frames),
-                          notes)
+        return StreamStep(step, latent_frames, frames, list(zip(names, shapes, strict=True)),
+                          step.first_chunk_skip(latent_frames), notes)
 
 
 ARCH = StudentArchitecture()
@@ -222,11 +221,10 @@ class StreamState:
         return self.conv(m, x)
 
 
-def state_shapes(mobile: MobileDecoder, latent_frames: int, h: int, w: int, stages: int,
-                 tail_frames: int = 0) -> tuple[list[tuple[int, ...]], int]:
+def state_shapes(mobile: MobileDecoder, latent_frames: int, h: int, w: int,
+                 tail_from: int) -> tuple[list[tuple[int, ...]], int]:
     """Shapes of the state tensors of a chunk of ``latent_frames`` latents of ``h`` x ``w``, traversal order, and
-    how many of them come before the tail of a step whose bands span ``stages`` (:attr:`StudentStep.tail_from`;
-    ``tail_frames`` moves it after the last temporal upsample)."""
+    how many of them come before a tail that starts at layer ``tail_from`` (:attr:`StudentStep.tail_from`)."""
     shapes: list[tuple[int, int, int, int]] = []
     head: list[int] = []
 
@@ -248,8 +246,8 @@ def state_shapes(mobile: MobileDecoder, latent_frames: int, h: int, w: int, stag
     meta = copy.deepcopy(mobile).to("meta")
     with torch.no_grad():
         one = torch.ones(1, 1, 1, 1, device="meta")
-        probe = _ProbeStep(meta, None, 1, stages, tail_frames)
-        probe.tail_frames = 0  # the same tail, run whole: the states are the same, their traversal simpler
+        probe = _ProbeStep(meta)
+        probe.tail_from = tail_from  # the step's tail, run whole: the same states in the same order
         probe.run(torch.zeros(latent_frames, c, h, w, device="meta"), _Probe([], one, one))
     return shapes, head[0]
 
@@ -260,7 +258,7 @@ def state_layout(step: StudentStep, latent_frames: int, h: int, w: int) -> list[
     Whole-frame states are ``stateN``; a banded step holds each tail state as one tensor per band of rows,
     ``stateN_bandJ`` (state-major), as :meth:`StudentStep._banded_tail` reads them.
     """
-    shapes, n_head = state_shapes(step.mobile, latent_frames, h, w, step.stages, step.tail_frames)
+    shapes, n_head = state_shapes(step.mobile, latent_frames, h, w, step.tail_from)
     if step.bands == 1:
         return [(f"state{i}", s) for i, s in enumerate(shapes)]
     rows = step.tail_rows(h)
@@ -438,7 +436,7 @@ class StudentStep(nn.Module):
         x = st.conv(m.conv_in, z)
         for i in range(self.tail_from):
             x = self._layer(i, m.layers[i], x, st)
-        if self.tail_frames and self.tail_frames < x.shape[0]:
+        if self.tail_frames:
             return self._grouped_tail(x, st)
         if self.bands > 1:
             return self._banded_tail(x, st)
