@@ -163,6 +163,10 @@ Latent read-out R^2 (a linear map from the 16 latent channels to each latent cel
    trained 2400 more steps with `--chroma 4` at lr 3e-4 (`--init models/reference`, which now continues the
    folder's training.json: its steps, wall time, log and slices): the figures above. Colour rose by 10 points and
    the cell chroma R^2 to 0.82 / 0.84; PSNR stayed within 0.02 dB, SSIM fell by 0.007 and LPIPS rose by 0.005.
+7. **Tried, not shipped: chroma weight 5.** From the step-11502 teacher, 2800 more steps with `--chroma 5` at lr
+   3e-4 (`--init models/reference`, 66 min on 1 thread, session 8): 21.39 dB, SSIM 0.628, 80.1% colour, LPIPS 0.592
+   on the held-out clip, worse on every figure, so the step-11502 weights stay. The validation PSNR (trailer frames)
+   stayed at 23.0 dB through the slice, as through the one before: on 2 CPU cores this width has stopped improving.
 
 Training slices (`history` in training.json):
 

@@ -54,7 +54,11 @@ class LoweringOptions:
     is not delegated to XNNPACK). ``stream_band_order``: each band's (and each group of frames') input carries a
     zero-weighted edge from the previous one's outputs (its frames and next states), so a runtime that orders nodes
     only by data (ONNX Runtime) finishes one band before it starts the next and keeps one band's activations alive,
-    not all of them; off where execution follows the program's order anyway.
+    not all of them; off where execution follows the program's order anyway. ``stream_partial_sums``: a streaming
+    step's dense temporal convs with fewer output than input channels (the output conv: 3 from 24 channels in the
+    default student) keep the partial sums of their next k-1 outputs as state, not their last k-1 input frames:
+    a state that many times smaller and no concatenation of the full-resolution input (see
+    :meth:`TemporalConv.partial_sum_taps`).
     """
 
     fp16_safe: bool = True
@@ -65,6 +69,7 @@ class LoweringOptions:
     stream_tail_frames: int = 0
     stream_state_taps: bool = False
     stream_band_order: bool = False
+    stream_partial_sums: bool = True
 
     def __post_init__(self) -> None:
         if self.shuffle not in SHUFFLE_MODES:
@@ -119,6 +124,27 @@ class TemporalConv(nn.Module):
         if self.k > 1:
             x = torch.cat([x[:1]] * (self.k - 1) + [x], dim=0)
         return self.padded(x, t)
+
+    def partial_sum_taps(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """This dense conv's taps stacked along the output channels, ``[k*Cout, Cin, kh, kw]`` (tap j in rows
+        ``[j*Cout, (j+1)*Cout)``), and a bias on the last tap only; None where that state would not be smaller than
+        the input history (depthwise, one tap, or at least as many outputs as inputs).
+
+        One conv of a chunk's frames with these gives every tap's contribution of every frame; output t is the sum
+        of tap j's contribution of frame t+j-(k-1) over the taps whose frame is in the chunk, plus the partial sum the
+        previous chunk left for it (``turbo_vaed.decoders.student.StreamState``).
+        """
+        if self.taps is not None or self.k == 1:
+            return None
+        cout, kc = self.weight.shape[:2]
+        cin = kc // self.k
+        if cout >= cin:
+            return None
+        w = torch.cat([self.weight.detach()[:, j * cin:(j + 1) * cin] for j in range(self.k)], dim=0)
+        b = None
+        if self.bias is not None:
+            b = torch.cat([self.bias.detach().new_zeros((self.k - 1) * cout), self.bias.detach()])
+        return w.clone(), b
 
     def padded(self, x: torch.Tensor, t: int, tail: torch.Tensor | None = None) -> torch.Tensor:
         """The conv on ``x`` that already carries its k-1 frames of history in front (``t`` outputs).

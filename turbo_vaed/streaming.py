@@ -25,7 +25,8 @@ Call = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
 # the control inputs a streaming step may take, by name, with what an app feeds (the manifest's ``flags``)
 CONTROL_DOCS = {
-    "first": "1.0 on the first chunk of a video (or of a restart segment), else 0.0",
+    "first": "1.0 on the first chunk of a video (or of a restart segment), whose states must be their init (zeros); "
+             "else 0.0",
     "trim": "1.0 on the first chunk when the full decode of the whole video (segment) trims (turbovaed decode: the "
             "family's frame rule at the video's latent length), else 0.0",
     "start": "latent index of the chunk's first frame within the video (segment): chunk index * "

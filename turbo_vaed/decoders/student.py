@@ -15,6 +15,7 @@ from dataclasses import asdict
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from turbo_vaed.config import StudentConfig
@@ -169,6 +170,10 @@ class StudentArchitecture(Architecture):
                             f"starts from at this size: use at most {rows} bands")
         names, shapes = zip(*state_layout(step, latent_frames, h, w), strict=True)
         notes = ["causal temporal convs: each keeps its last k-1 input frames"]
+        summed = [m for m in step.mobile.modules() if isinstance(m, TemporalConv) and hasattr(m, "sum_weight")]
+        if summed:
+            notes.append(f"{len(summed)} dense temporal conv(s) with fewer outputs than inputs keep the partial sums "
+                         "of their next k-1 outputs instead (smaller state; exact)")
         if options.stream_bands > 1:
             notes.append(f"high-resolution tail ({step.stages} stage(s)) in {options.stream_bands} bands of rows "
                          f"({step.reach} rows of context each side; exact); its states are held band by band "
@@ -190,11 +195,13 @@ ARCH = StudentArchitecture()
 class StreamState:
     """Threads the temporal state of one step through a forward pass, in a fixed traversal order.
 
-    Every causal temporal conv with k taps keeps its last k-1 input frames. ``first`` (a [1, 1, 1, 1] tensor,
+    Every causal temporal conv with k taps keeps its last k-1 input frames (or the partial sums of its next k-1
+    outputs, :meth:`partial`). ``first`` (a [1, 1, 1, 1] tensor,
     1.0 on the first chunk, else 0.0) makes the padding replicate the chunk's first frame, as the full decode
-    does; ``trim`` (1.0 on a first chunk whose decode trims) overwrites each temporal upsample's leading
-    frames with the first kept one, so that the kept frames are exactly the full decode's (the app drops the
-    manifest's ``first_chunk_skip`` frames of the first chunk).
+    does, given the states are their initial value (zeros, the manifest's ``init``) on that chunk; ``trim`` (1.0 on
+    a first chunk whose decode trims) overwrites each temporal upsample's leading frames with the first kept one, so
+    that the kept frames are exactly the full decode's (the app drops the manifest's ``first_chunk_skip`` frames of
+    the first chunk).
     """
 
     def __init__(self, states: list[torch.Tensor], first: torch.Tensor | None, trim: torch.Tensor,
@@ -203,17 +210,66 @@ class StreamState:
         self.state_taps = state_taps  # read each conv's last tap from its next state (LoweringOptions)
         self.skip = 0  # leading duplicate frames so far (first chunk)
 
+    @staticmethod
+    def state_shape(tc: TemporalConv, x: torch.Tensor) -> tuple[int, ...]:
+        """Shape of ``tc``'s state for input ``x``: its last k-1 input frames, or the partial sums of its next k-1
+        outputs where the step keeps those (:meth:`partial`)."""
+        if hasattr(tc, "sum_weight"):
+            return (tc.k - 1, tc.sum_weight.shape[0] // tc.k, *x.shape[2:])
+        return (tc.k - 1, *x.shape[1:])
+
     def conv(self, tc: TemporalConv, x: torch.Tensor) -> torch.Tensor:
         t = x.shape[0]
         if tc.k == 1:
             return tc.padded(x, t)
+        if hasattr(tc, "sum_weight"):
+            return self.partial(tc, x)
         s = self.inp.pop(0)
-        # first chunk: every history frame is the first frame (broadcast, not a cat of one tensor with itself,
-        # which XNNPACK does not take); ``first`` None: a later group of frames of the same call, real history
-        xp = torch.cat([s if self.first is None else s + self.first * (x[:1] - s), x], dim=0)
+        # first chunk: every history frame is the first frame. The state is its initial value (zeros) then, so
+        # ``s + first * x[:1]`` is that frame broadcast (not a cat of one tensor with itself, which XNNPACK does not
+        # take), one frame's multiply and one add instead of a blend over every history frame (720p: about 8% of
+        # a call); ``first`` None: a later group of frames of the same call, real history
+        xp = torch.cat([s if self.first is None else s + self.first * x[:1], x], dim=0)
         nxt = xp[xp.shape[0] - (tc.k - 1):]
         self.out.append(nxt)
         return tc.padded(xp, t, tail=nxt if self.state_taps else None)
+
+    def partial(self, tc: TemporalConv, x: torch.Tensor) -> torch.Tensor:
+        """``tc`` over a chunk with a partial-sum state (``StudentStep`` registers ``sum_weight``/``sum_bias``, see
+        :meth:`TemporalConv.partial_sum_taps`).
+
+        ``a[j][f]`` is tap j's contribution of frame f. Position u of the chunk's outputs followed by the next
+        state's k-1 entries sums ``a[j][u + j - (k-1)]`` over the taps whose frame is in the chunk, plus entry u of
+        the state for u < k-1; the bias rides on the last tap, which only feeds outputs. On the first chunk the state
+        is zeros and the history is the first frame repeated: entry m gets ``sum(a[j][0] for j <= k-2-m)``.
+        """
+        k, k1, t = tc.k, tc.k - 1, x.shape[0]
+        c = tc.sum_weight.shape[0] // k
+        y = F.conv2d(x, tc.sum_weight, tc.sum_bias, padding=tc.pad)
+        a = [y[:, j * c:(j + 1) * c] for j in range(k)]
+        p = self.inp.pop(0)
+        if self.first is not None:
+            rep = [sum((a[j][:1] for j in range(1, k1 - m)), a[0][:1]) for m in range(k1)]
+            p = p + self.first * (torch.cat(rep, dim=0) if k1 > 1 else rep[0])
+
+        def at(u: int) -> torch.Tensor:  # position u, one frame
+            terms = [a[j][u + j - k1:u + j - k1 + 1] for j in range(k) if 0 <= u + j - k1 < t]
+            if u < k1:
+                terms.append(p[u:u + 1])
+            return sum(terms[1:], terms[0])
+
+        def span(u0: int, u1: int) -> list[torch.Tensor]:  # positions [u0, u1); every tap inside: one slice each
+            mid0, mid1 = max(u0, k1), min(u1, t)
+            if mid1 - mid0 < 2:
+                return [at(u) for u in range(u0, u1)]
+            mid = sum((a[j][mid0 + j - k1:mid1 + j - k1] for j in range(1, k)), a[0][mid0 - k1:mid1 - k1])
+            return [*(at(u) for u in range(u0, mid0)), mid, *(at(u) for u in range(mid1, u1))]
+
+        # outputs and next state cut from one concatenation: the next state then depends on every read of the old
+        # one, so a runtime that writes it over the state input (ONNX Runtime, bound in place) reads first
+        e = torch.cat(span(0, t + k1), dim=0)
+        self.out.append(e[t:])
+        return e[:t]
 
     def any_conv(self, m: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if isinstance(m, MobileSeparable):
@@ -231,8 +287,8 @@ def state_shapes(mobile: MobileDecoder, latent_frames: int, h: int, w: int,
     class _Probe(StreamState):
         def conv(self, tc, x):
             if tc.k > 1:
-                shapes.append((tc.k - 1, *x.shape[1:]))
-                self.inp.insert(0, torch.zeros(tc.k - 1, *x.shape[1:], device=x.device))
+                shapes.append(self.state_shape(tc, x))
+                self.inp.insert(0, torch.zeros(shapes[-1], device=x.device))
             return super().conv(tc, x)
 
     class _ProbeStep(StudentStep):
@@ -312,6 +368,12 @@ class StudentStep(nn.Module):
                         and layer.rt > 1]
             self.tail_from = max([self.tail_from, *(i + 1 for i in temporal[-1:])])
         self.reach = tail_reach(mobile, self.tail_from)
+        if mobile.options.stream_partial_sums:  # states as partial sums where smaller (LoweringOptions)
+            for m in mobile.modules():
+                taps = m.partial_sum_taps() if isinstance(m, TemporalConv) and not hasattr(m, "sum_weight") else None
+                if taps is not None:
+                    m.register_buffer("sum_weight", taps[0])
+                    m.register_buffer("sum_bias", taps[1])
         self._masks: dict[int, str] = {}
         if latent_frames is not None:  # constant masks for export (no zeros/full/index_put op in the graph)
             t, skip = latent_frames, 0
