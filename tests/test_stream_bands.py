@@ -318,3 +318,31 @@ def test_partial_sum_states_are_exact_on_and_off(family):
             spec = stream_spec(step)
             got = np.concatenate(list(run_stream(torch_call(step.module, spec), spec, zz, True)))
             assert np.abs(got - ref).max() <= TOL_TORCH, (family, ps, chunk, bands, tail)
+
+
+@pytest.mark.parametrize("bands,tail", [(1, 0), (3, 0), (1, 1)])
+def test_every_state_read_comes_before_its_next_value(tmp_path, bands, tail):
+    """What makes in-place binding safe, checked on the exported graph: every node that reads a state input is an
+    ancestor of the node that writes its next state (fp32, so the output conv carries partial sums)."""
+    import onnx
+
+    res = export_artifact(small_student("wan"), "onnx", "32x48", latent_frames=1, precision="fp32",
+                          out_dir=tmp_path, stream=True, bands=bands, tail_frames=tail)
+    assert res.manifest["lowering"]["stream_partial_sums"]
+    graph = onnx.load(str(res.artifact)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+
+    def ancestors(name: str) -> set[int]:
+        seen: set[int] = set()
+        todo = [name]
+        while todo:
+            n = producer.get(todo.pop())
+            if n is not None and id(n) not in seen:
+                seen.add(id(n))
+                todo.extend(i for i in n.input if i)
+        return seen
+
+    for s in res.manifest["stream"]["states"]:
+        before = ancestors(s["next"])
+        readers = [n for n in graph.node if s["name"] in n.input]
+        assert readers and all(id(n) in before for n in readers), s["name"]

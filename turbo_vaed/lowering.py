@@ -58,7 +58,8 @@ class LoweringOptions:
     step's dense temporal convs with fewer output than input channels (the output conv: 3 from 24 channels in the
     default student) keep the partial sums of their next k-1 outputs as state, not their last k-1 input frames:
     a state that many times smaller and no concatenation of the full-resolution input (see
-    :meth:`TemporalConv.partial_sum_taps`).
+    :meth:`TemporalConv.partial_sum_taps`); off by default, on for fp32 exports through the presets (``"auto"``): in fp16
+    each tap's contribution rounds on its own.
     """
 
     fp16_safe: bool = True
@@ -69,7 +70,7 @@ class LoweringOptions:
     stream_tail_frames: int = 0
     stream_state_taps: bool = False
     stream_band_order: bool = False
-    stream_partial_sums: bool = True
+    stream_partial_sums: bool = False
 
     def __post_init__(self) -> None:
         if self.shuffle not in SHUFFLE_MODES:

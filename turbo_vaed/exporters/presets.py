@@ -79,7 +79,10 @@ def lowering_options(preset: dict, delegate: str | None, precision: str) -> Lowe
     # partial-sum states only in fp32: in fp16 each tap's contribution and the carried sum round on their own
     # (the test student's fp16 stream fell from >= 45 to 40 dB against the fp32 full decode)
     sums = low.pop("stream_partial_sums", "auto")
-    partial = precision != "fp16" if sums == "auto" else bool(sums)
+    if sums != "auto" and not isinstance(sums, bool):
+        raise UserError(f"export preset [lowering] stream_partial_sums = {sums!r}: use true, false or \"auto\" "
+                        "(fix export/*.toml)")
+    partial = precision != "fp16" if sums == "auto" else sums
     try:
         return LoweringOptions(fp16_safe=fp16_safe, stream_partial_sums=partial, **low)
     except (TypeError, ValueError) as e:
