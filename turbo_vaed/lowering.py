@@ -58,8 +58,8 @@ class LoweringOptions:
     step's dense temporal convs with fewer output than input channels (the output conv: 3 from 24 channels in the
     default student) keep the partial sums of their next k-1 outputs as state, not their last k-1 input frames:
     a state that many times smaller and no concatenation of the full-resolution input (see
-    :meth:`TemporalConv.partial_sum_taps`); off by default, on for fp32 exports through the presets (``"auto"``): in fp16
-    each tap's contribution rounds on its own.
+    :meth:`TemporalConv.partial_sum_taps`); off by default, on for fp32 exports through the presets (``"auto"``):
+    in fp16 each tap's contribution rounds on its own.
     """
 
     fp16_safe: bool = True
