@@ -170,7 +170,7 @@ class StudentArchitecture(Architecture):
                             f"starts from at this size: use at most {rows} bands")
         names, shapes = zip(*state_layout(step, latent_frames, h, w), strict=True)
         notes = ["causal temporal convs: each keeps its last k-1 input frames"]
-        summed = [m for m in step.mobile.modules() if isinstance(m, TemporalConv) and hasattr(m, "sum_weight")]
+        summed = [m for m in step.mobile.modules() if keeps_partial_sums(m)]
         if summed:
             notes.append(f"{len(summed)} dense temporal conv(s) with fewer outputs than inputs keep the partial sums "
                          "of their next k-1 outputs instead (smaller state; exact)")
@@ -190,6 +190,12 @@ ARCH = StudentArchitecture()
 
 
 # ---------------------------------------------------------------- streaming (chunk by chunk, exact)
+
+
+def keeps_partial_sums(m: nn.Module) -> bool:
+    """Whether ``m`` is a temporal conv whose streaming state is the partial sums of its next outputs (its stacked
+    taps registered by :class:`StudentStep` under ``stream_partial_sums``)."""
+    return isinstance(m, TemporalConv) and hasattr(m, "sum_weight")
 
 
 class StreamState:
@@ -214,7 +220,7 @@ class StreamState:
     def state_shape(tc: TemporalConv, x: torch.Tensor) -> tuple[int, ...]:
         """Shape of ``tc``'s state for input ``x``: its last k-1 input frames, or the partial sums of its next k-1
         outputs where the step keeps those (:meth:`partial`)."""
-        if hasattr(tc, "sum_weight"):
+        if keeps_partial_sums(tc):
             return (tc.k - 1, tc.sum_weight.shape[0] // tc.k, *x.shape[2:])
         return (tc.k - 1, *x.shape[1:])
 
@@ -222,7 +228,7 @@ class StreamState:
         t = x.shape[0]
         if tc.k == 1:
             return tc.padded(x, t)
-        if hasattr(tc, "sum_weight"):
+        if keeps_partial_sums(tc):
             return self.partial(tc, x)
         s = self.inp.pop(0)
         # first chunk: every history frame is the first frame. The state is its initial value (zeros) then, so
@@ -370,7 +376,7 @@ class StudentStep(nn.Module):
         self.reach = tail_reach(mobile, self.tail_from)
         if mobile.options.stream_partial_sums:  # states as partial sums where smaller (LoweringOptions)
             for m in mobile.modules():
-                taps = m.partial_sum_taps() if isinstance(m, TemporalConv) and not hasattr(m, "sum_weight") else None
+                taps = m.partial_sum_taps() if isinstance(m, TemporalConv) and not keeps_partial_sums(m) else None
                 if taps is not None:
                     m.register_buffer("sum_weight", taps[0])
                     m.register_buffer("sum_bias", taps[1])

@@ -67,6 +67,16 @@ def resolve_latent_frames(latent_frames: int | None, preset: dict, res: str) -> 
     return latent_frames
 
 
+def _auto_flag(low: dict, key: str, auto: bool) -> bool:
+    """Pop ``key`` from a preset's [lowering] table: true, false, or "auto" (absent) for ``auto``."""
+    value = low.pop(key, "auto")
+    if value == "auto":
+        return auto
+    if not isinstance(value, bool):
+        raise UserError(f"export preset [lowering] {key} = {value!r}: use true, false or \"auto\" (fix export/*.toml)")
+    return value
+
+
 def lowering_options(preset: dict, delegate: str | None, precision: str) -> LoweringOptions:
     """The preset's :class:`LoweringOptions` (``fp16_safe = "auto"``: on for fp16; ``stream_partial_sums = "auto"``:
     on for fp32)."""
@@ -74,15 +84,10 @@ def lowering_options(preset: dict, delegate: str | None, precision: str) -> Lowe
     if delegate is not None and isinstance(low.get(delegate), dict):
         low = dict(low[delegate])
     low = {k: v for k, v in low.items() if not isinstance(v, dict)}
-    safe = low.pop("fp16_safe", "auto")
-    fp16_safe = precision == "fp16" if safe == "auto" else bool(safe)
+    fp16_safe = _auto_flag(low, "fp16_safe", precision == "fp16")
     # partial-sum states only in fp32: in fp16 each tap's contribution and the carried sum round on their own
     # (the test student's fp16 stream fell from >= 45 to 40 dB against the fp32 full decode)
-    sums = low.pop("stream_partial_sums", "auto")
-    if sums != "auto" and not isinstance(sums, bool):
-        raise UserError(f"export preset [lowering] stream_partial_sums = {sums!r}: use true, false or \"auto\" "
-                        "(fix export/*.toml)")
-    partial = precision != "fp16" if sums == "auto" else sums
+    partial = _auto_flag(low, "stream_partial_sums", precision != "fp16")
     try:
         return LoweringOptions(fp16_safe=fp16_safe, stream_partial_sums=partial, **low)
     except (TypeError, ValueError) as e:
