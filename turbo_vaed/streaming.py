@@ -13,12 +13,16 @@ to do the same.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from turbo_vaed.decoders import Decoder
 from turbo_vaed.errors import UserError
+
+if TYPE_CHECKING:  # the PyTorch stream only: an exported artifact streams with numpy and its runtime
+    import torch
+
+    from turbo_vaed.decoders import Decoder
 
 Call = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
 
@@ -135,6 +139,8 @@ def run_stream(call: Call, spec: dict, latents: np.ndarray,
 
 def torch_call(step_module: torch.nn.Module, spec: dict) -> Call:
     """A :data:`Call` running a PyTorch streaming step."""
+    import torch
+
     names = ["latents", *_controls(spec), *(s["name"] for s in spec["states"])]
 
     def call(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -160,8 +166,9 @@ def stream_decoder(decoder: Decoder, z: torch.Tensor, chunk: int = 2, bands: int
                           lambda t: decoder.arch.trims(decoder.config, t))
 
 
-def stream_artifact(runner, z: torch.Tensor, trims: bool | Callable[[int], bool]) -> Iterator[np.ndarray]:
-    """Stream ``z`` (1, C, T, h, w) through an exported streaming artifact (its runner)."""
+def stream_artifact(runner, z: torch.Tensor | np.ndarray,
+                    trims: bool | Callable[[int], bool]) -> Iterator[np.ndarray]:
+    """Stream ``z`` (1, C, T, h, w; a tensor or an array) through an exported streaming artifact (its runner)."""
     spec = runner.manifest.get("stream")
     if not spec:
         raise UserError(f"{runner.artifact.name} is a whole-chunk artifact: export it with --stream to decode "
@@ -170,5 +177,6 @@ def stream_artifact(runner, z: torch.Tensor, trims: bool | Callable[[int], bool]
     if list(z.shape[1:2]) + list(z.shape[3:]) != [want[1], want[2], want[3]]:
         raise UserError(f"latents {list(z.shape)} do not fit {runner.artifact.name} (chunk [T, C, h, w] = "
                         f"{want}): pass latents of that size or export for it")
-    x = z[0].transpose(0, 1).contiguous().float().numpy()
+    z0 = z[0].float().numpy() if hasattr(z, "detach") else np.asarray(z[0], dtype=np.float32)
+    x = np.ascontiguousarray(z0.swapaxes(0, 1))
     yield from run_stream(runner.run_all, spec, x, trims)

@@ -43,12 +43,17 @@ def artifact_facts(path: Path | None, sha256: str | None = None) -> tuple[str | 
     return str(p), sha256 or tree_sha256(p), int(tree_size(p))
 
 
+def progress_bar(console: Console) -> Progress:
+    """The bench's progress bar: spinner, description, bar, done/total, elapsed."""
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    return Progress(*columns, console=console, transient=False)
+
+
 def run_planned(planned: list[Planned], console: Console, isolate: bool = True) -> list[dict]:
     """Measure every planned job in order (one fresh process each when ``isolate``), with a progress bar."""
     raws: list[dict] = []
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as bar:
+    with progress_bar(console) as bar:
         tasks = [bar.add_task(f"{p.job.label}: queued", total=p.job.steps) for p in planned]
         for p, task in zip(planned, tasks, strict=True):
             def step(desc: str, n: int, _t=task, _l=p.job.label) -> None:

@@ -28,6 +28,7 @@ TORCH_RUNTIMES = ("torch", "torch-lowered", "diffusers")
 ARTIFACT_RUNTIMES = ("onnxruntime", "executorch", "coreml")
 
 Progress = Callable[[str, int], None]  # (phase description, steps completed in this call)
+Measure = Callable[..., dict]  # (job, progress, fresh_process=...) -> raw figures
 
 
 class BenchError(RuntimeError):
@@ -258,7 +259,7 @@ def _death(code: int | None) -> str:
     return "crashed"
 
 
-def _child(job: Job, q, log_path: str) -> None:  # runs in the spawned process
+def _child(fn: Measure, job, q, log_path: str) -> None:  # runs in the spawned process
     """Measure in this fresh process; native-library chatter on fd 2 goes to ``log_path`` (shown on failure)."""
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
     os.dup2(fd, 2)
@@ -268,7 +269,7 @@ def _child(job: Job, q, log_path: str) -> None:  # runs in the spawned process
 
         quiet_third_party()
         warnings.simplefilter("ignore")
-        res = measure(job, lambda d, n: q.put(("progress", (d, n))), fresh_process=True)
+        res = fn(job, lambda d, n: q.put(("progress", (d, n))), fresh_process=True)
         q.put(("result", res))
     except UserError as e:
         q.put(("user_error", str(e)))
@@ -276,10 +277,13 @@ def _child(job: Job, q, log_path: str) -> None:  # runs in the spawned process
         q.put(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc()}"))
 
 
-def run_job(job: Job, progress: Progress | None = None, isolate: bool = True) -> dict:
-    """Measure ``job`` in a fresh spawned process (``isolate``) or in this one."""
+def run_job(job, progress: Progress | None = None, isolate: bool = True, fn: Measure | None = None) -> dict:
+    """Measure ``job`` with ``fn`` (default :func:`measure`; any picklable module-level function taking ``(job,
+    progress, fresh_process)``, such as :func:`turbo_vaed.bench.stream.measure_stream`) in a fresh spawned
+    process (``isolate``) or in this one."""
+    fn = fn or measure
     if not isolate:
-        return measure(job, progress, fresh_process=False)
+        return fn(job, progress, fresh_process=False)
     import tempfile
 
     step = progress or (lambda _d, _n: None)
@@ -287,7 +291,7 @@ def run_job(job: Job, progress: Progress | None = None, isolate: bool = True) ->
     q = ctx.Queue()
     fd, log_path = tempfile.mkstemp(prefix="turbovaed-bench-", suffix=".log")
     os.close(fd)
-    proc = ctx.Process(target=_child, args=(job, q, log_path), name=f"bench {job.label}", daemon=True)
+    proc = ctx.Process(target=_child, args=(fn, job, q, log_path), name=f"bench {job.label}", daemon=True)
     proc.start()
     try:
         while True:

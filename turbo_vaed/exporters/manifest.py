@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from turbo_vaed.errors import UserError
 from turbo_vaed.fileio import tree_sha256, tree_size
 from turbo_vaed.jsonio import write_json
+
+if TYPE_CHECKING:  # writing a manifest needs torch; reading one (a runner) does not
+    import torch
 
 __all__ = ["SCHEMA", "manifest_path", "tree_sha256", "tree_size", "weights_sha256", "toolchain", "now_iso",
            "build_manifest", "validate_manifest", "read_manifest", "write_manifest", "update_manifest"]
@@ -43,6 +45,8 @@ def weights_sha256(module: torch.nn.Module) -> str:
 
 def toolchain(target: str) -> dict:
     """turbovaed, torch and the target's own converter/runtime versions."""
+    import torch
+
     from turbo_vaed import __version__
     from turbo_vaed.targets import get_target
 

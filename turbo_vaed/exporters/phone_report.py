@@ -10,8 +10,10 @@ from __future__ import annotations
 import copy
 from collections import Counter
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the graph functions import torch themselves: targets read the limits below without it
+    import torch
 
 MAX_RANK = 4
 
@@ -55,6 +57,8 @@ def finish_report(partial: dict, *, weights_bytes: int, gflops_per_frame: float 
 
 def op_name(target: object) -> str:
     """``conv2d``, ``slice.Tensor``, ``dim_order_ops._to_dim_order_copy`` for ATen/Edge op overloads."""
+    import torch
+
     if isinstance(target, torch._ops.OpOverload):
         name = str(target)
     else:
@@ -64,6 +68,8 @@ def op_name(target: object) -> str:
 
 
 def _val_shapes(node: torch.fx.Node) -> list[tuple]:
+    import torch
+
     val = node.meta.get("val")
     vals = val if isinstance(val, list | tuple) else [val]
     return [tuple(v.shape) for v in vals if isinstance(v, torch.Tensor)]
@@ -71,6 +77,8 @@ def _val_shapes(node: torch.fx.Node) -> list[tuple]:
 
 def graph_report(graph: torch.fx.Graph) -> dict:
     """Op counts, max rank, dynamic dims and forbidden ops of a torch.export / edge graph."""
+    import torch
+
     ops: Counter[str] = Counter()
     max_rank, slow = 0, []
     for n in graph.nodes:
@@ -112,6 +120,8 @@ def module_weights_bytes(module: torch.nn.Module, precision: str) -> int:
 
 def mobile_gflops_per_frame(mobile: torch.nn.Module, input_shape: tuple[int, ...], frames: int) -> float:
     """GFLOPs (2 x MACs) per output frame of the lowered graph (``frames`` frames out), counted on the meta device."""
+    import torch
+
     from turbo_vaed.flops import count_flops
 
     meta = copy.deepcopy(mobile).to("meta")

@@ -9,12 +9,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
 
 from turbo_vaed.errors import UserError
+
+if TYPE_CHECKING:  # torch only for conversion: a runner (ONNX Runtime) runs without it
+    import torch
 
 NP = {"float32": np.float32, "float16": np.float16}
 

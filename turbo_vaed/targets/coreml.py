@@ -9,14 +9,16 @@ import platform
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from turbo_vaed.errors import UserError
-from turbo_vaed.exporters.graph import export_graph, quiet
 from turbo_vaed.exporters.phone_report import ANE_MAX_DIM, ANE_UNFRIENDLY, MAX_RANK, _dedupe
 from turbo_vaed.targets.base import Converted, GraphIO, Runner, Target, as_examples
+
+if TYPE_CHECKING:  # imported where used: the package's other runners load without torch
+    import torch
 
 # ---------------------------------------------------------------- static report
 
@@ -112,6 +114,8 @@ def convert(mobile: torch.nn.Module, example: torch.Tensor | tuple, tmp: Path, n
             preset: dict, io: GraphIO | None = None) -> Converted:
     """Lowered decoder -> ``tmp/<name>.mlpackage``; asserts rank <= 4 on the converted MIL program."""
     import coremltools as ct
+
+    from turbo_vaed.exporters.graph import export_graph, quiet
 
     io_dtype = preset.get("io_dtype", "float32")
     io = io or GraphIO()
@@ -218,6 +222,8 @@ class MilReferenceRunner(Runner):
         from turbo_vaed.targets.coreml_mil import evaluate
 
         if self.threads:
+            import torch
+
             torch.set_num_threads(int(self.threads))
         return evaluate(self.program, {"latents": x}, precision=self.precision)["frames"]
 

@@ -6,14 +6,16 @@ import copy
 import platform
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from turbo_vaed.errors import UserError
-from turbo_vaed.exporters.graph import export_graph, quiet
 from turbo_vaed.exporters.phone_report import _dedupe, graph_report
 from turbo_vaed.targets.base import Converted, GraphIO, Runner, Target, as_examples
+
+if TYPE_CHECKING:  # imported where used: the package's other runners load without torch
+    import torch
 
 # ---------------------------------------------------------------- static report
 
@@ -93,6 +95,8 @@ def convert(mobile: torch.nn.Module, example: torch.Tensor | tuple, tmp: Path, n
             preset: dict, delegate: str, io: GraphIO | None = None) -> Converted:
     """Lowered decoder -> ``tmp/<name>.pte``; the report lists partitions and ops left to portable kernels."""
     from executorch.exir import to_edge_transform_and_lower
+
+    from turbo_vaed.exporters.graph import export_graph, quiet
 
     module, io_dtype, examples = mobile, "float32", as_examples(example)
     if delegate == "xnnpack" and precision == "fp16":
@@ -176,6 +180,8 @@ class EmbeddedCoreMLRunner(Runner):
         from turbo_vaed.targets.coreml_mil import evaluate
 
         if self.threads:
+            import torch
+
             torch.set_num_threads(int(self.threads))
         out = evaluate(self.program, {self.in_names[0]: x}, precision=self.precision)
         return np.asarray(out[self.out_names[0]], dtype=np.float32)

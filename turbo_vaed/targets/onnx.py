@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from turbo_vaed.exporters.graph import CastIO, export_graph, quiet
-from turbo_vaed.exporters.phone_report import MAX_RANK, _dedupe
 from turbo_vaed.targets.base import Converted, GraphIO, Runner, Target, as_examples
-from turbo_vaed.targets.onnx_optimize import optimize_model
+
+if TYPE_CHECKING:  # conversion only: the runner (ONNX Runtime + numpy) imports no torch
+    import torch
 
 # ---------------------------------------------------------------- static report
 
@@ -56,6 +56,8 @@ def onnx_report(path: Path) -> dict:
     """Report of an ONNX model, with the partitions the NNAPI / Core ML execution providers would make."""
     import onnx
     from onnxruntime.tools.mobile_helpers import usability_checker as uc
+
+    from turbo_vaed.exporters.phone_report import MAX_RANK, _dedupe
 
     model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     g = model.graph
@@ -134,6 +136,10 @@ def convert(mobile: torch.nn.Module, example: torch.Tensor | tuple, tmp: Path, n
             preset: dict, io: GraphIO | None = None) -> Converted:
     """Lowered decoder -> ``tmp/<name>.onnx`` (+ ``<name>.ort``)."""
     import onnx
+    import torch
+
+    from turbo_vaed.exporters.graph import CastIO, export_graph, quiet
+    from turbo_vaed.targets.onnx_optimize import optimize_model
 
     opset = int(preset.get("opset", MIN_OPSET))
     if opset < MIN_OPSET:
