@@ -176,7 +176,7 @@ def test_bands_are_refused_where_they_cannot_apply(tmp_path):
 
     cfg = json.loads((Path(__file__).resolve().parents[1] / "models" / "taehv" / "taew2_1.json").read_text())
     taehv = random_decoder("taehv", cfg)
-    with pytest.raises(UserError, match="whole frames only"):
+    with pytest.raises(UserError, match="no bands of rows"):  # TAEHV splits its tail frame by frame, not in rows
         stream_decoder(taehv, latents_for("wan", t=2, h=2, w=2), 1, 2).__next__()
     assert not list(tmp_path.iterdir())  # nothing written
 
@@ -294,9 +294,15 @@ def test_tail_frames_are_refused_where_they_cannot_apply(tmp_path):
     from turbo_vaed.decoders.store import random_decoder
     from turbo_vaed.streaming import banded_options
 
-    cfg = json.loads((Path(__file__).resolve().parents[1] / "models" / "taehv" / "taew2_1.json").read_text())
+    models = Path(__file__).resolve().parents[1] / "models"
+    flash = random_decoder("flash-vaed", json.loads((models / "flash-vaed" / "wan.json").read_text()))
     with pytest.raises(UserError, match="whole frames only"):
-        banded_options(LoweringOptions(), random_decoder("taehv", cfg), 1, None, 2)
+        banded_options(LoweringOptions(), flash, 1, None, 2)
+    taehv = random_decoder("taehv", json.loads((models / "taehv" / "taew2_1.json").read_text()))
+    assert banded_options(LoweringOptions(), taehv, 1, None, 2).stream_tail_frames == 2  # frame by frame: yes
+    for bands, stages in ((3, None), (1, 2)):  # bands of rows: no
+        with pytest.raises(UserError, match="no bands of rows"):
+            banded_options(LoweringOptions(), taehv, bands, stages, 1)
     with pytest.raises(UserError, match="--stream"):
         export_artifact(small_student("wan"), "onnx", "32x32", latent_frames=2, out_dir=tmp_path, tail_frames=1)
     assert not list(tmp_path.iterdir())

@@ -63,9 +63,16 @@ def banded_options(options, decoder: Decoder, bands: int, stages: int | None = N
     if tail_frames < 0:
         raise UserError(f"--tail-frames must be >= 0 (0: the whole tail at once), got {tail_frames}: fix "
                         "--tail-frames")
-    if (bands > 1 or tail_frames) and not decoder.arch.stream_bands:
-        raise UserError(f"the {decoder.arch.name} streaming step runs whole frames only: drop --bands and "
-                        "--tail-frames (the project's student can split its high-resolution tail)")
+    arch = decoder.arch
+    if (bands > 1 or tail_frames) and not (arch.stream_bands or arch.stream_tail_frames):
+        raise UserError(f"the {arch.name} streaming step runs whole frames only: drop --bands and --tail-frames "
+                        "(the project's student splits its high-resolution tail in bands, TAEHV frame by frame)")
+    if (bands > 1 or stages is not None) and not arch.stream_bands:
+        raise UserError(f"the {arch.name} streaming step has no bands of rows: drop --bands and --band-stages and "
+                        "split its full-resolution tail with --tail-frames N instead")
+    if tail_frames and not arch.stream_tail_frames:
+        raise UserError(f"the {arch.name} streaming step cannot run its tail a few frames at a time: drop "
+                        "--tail-frames")
     if stages is not None and stages < 1:
         raise UserError(f"--band-stages must be >= 1, got {stages}")
     return replace(options, stream_bands=bands, stream_tail_frames=tail_frames,
@@ -151,14 +158,15 @@ def torch_call(step_module: torch.nn.Module, spec: dict) -> Call:
     return call
 
 
-def stream_decoder(decoder: Decoder, z: torch.Tensor, chunk: int = 2, bands: int = 1) -> Iterator[np.ndarray]:
-    """Stream ``z`` (1, C, T, h, w) through ``decoder``'s PyTorch streaming step (``bands``: see
+def stream_decoder(decoder: Decoder, z: torch.Tensor, chunk: int = 2, bands: int = 1,
+                   tail_frames: int = 0) -> Iterator[np.ndarray]:
+    """Stream ``z`` (1, C, T, h, w) through ``decoder``'s PyTorch streaming step (``bands``, ``tail_frames``: see
     :class:`~turbo_vaed.lowering.LoweringOptions`)."""
     from turbo_vaed.lowering import LoweringOptions
 
     if chunk < 1:
         raise UserError(f"--chunk must be >= 1, got {chunk}")
-    opts = banded_options(LoweringOptions(), decoder, bands)
+    opts = banded_options(LoweringOptions(), decoder, bands, tail_frames=tail_frames)
     step = decoder.arch.stream_step(decoder.module, opts, chunk, z.shape[3], z.shape[4])
     spec = stream_spec(step)
     x = z[0].transpose(0, 1).contiguous().float().numpy()

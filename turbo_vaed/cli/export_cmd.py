@@ -66,7 +66,8 @@ def export_cmd(
                                               "at the latest)."),
     tail_frames: int = typer.Option(0, "--tail-frames", min=0, max=1024, help="With --stream: run the step's "
                                     "high-resolution tail this many frames at a time, each temporal conv's state "
-                                    "carried from group to group (same numbers, nothing recomputed; the student)."),
+                                    "carried from group to group (same numbers, nothing recomputed; the student, "
+                                    "and TAEHV: its last TGrow and full-resolution convs frame by frame)."),
     threads: ThreadsOpt = None,
 ) -> None:
     """Lower a decoder and export it for phones, with its manifest and phone-readiness report."""

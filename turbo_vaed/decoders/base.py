@@ -75,6 +75,7 @@ class Architecture(ABC):
     name: ClassVar[str]  # e.g. "student", "turbo-vaed", "taehv", "flash-vaed"
     description: ClassVar[str] = ""
     stream_bands: ClassVar[bool] = False  # its stream_step honours LoweringOptions.stream_bands
+    stream_tail_frames: ClassVar[bool] = False  # ... and LoweringOptions.stream_tail_frames
 
     # ---- config
     @abstractmethod

@@ -126,6 +126,7 @@ class StudentArchitecture(Architecture):
 
     name = "student"
     stream_bands = True
+    stream_tail_frames = True
     description = "turbovaed's Turbo-VAED student (3D depthwise-separable convs, decoupled 3D pixel shuffle)"
 
     def config_from_dict(self, d: dict) -> StudentConfig:

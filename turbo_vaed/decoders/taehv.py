@@ -488,6 +488,17 @@ class MobileGrow(nn.Module):
         w = grow.conv.weight.detach()  # [s*C, C, 1, 1], rows frame-major (j*C + c)
         # pixel_shuffle reads input channel c*r*r + k as sub-pixel k of channel c: repeat every row r*r times
         self.conv = _copy_conv(grow.conv, w.repeat_interleave(self.r * self.r, dim=0))
+        if grow.conv.bias is not None:
+            raise NotImplementedError("TGrow convs have no bias in TAEHV")
+        # the same rows, one conv per output frame (frame-major): a step that runs its tail frame by frame
+        c = self.conv.weight.shape[0] // self.stride
+        self.frames = nn.ModuleList(_copy_conv(self.conv, self.conv.weight.detach()[j * c:(j + 1) * c])
+                                    for j in range(self.stride))
+
+    def frame(self, x: torch.Tensor, j: int) -> torch.Tensor:
+        """Output frame ``j`` (of ``stride``) of one input frame ``x`` [1, C, h, w]: the conv's rows for that frame,
+        then depth_to_space; the same numbers as row ``j`` of :meth:`forward`."""
+        return spatial_shuffle(self.frames[j](x), self.r, self.shuffle)
 
     def forward(self, x: torch.Tensor, drop: int = 0) -> torch.Tensor:
         y = self.conv(x)
@@ -562,15 +573,46 @@ class TAEHVStep(ClockedStep):
         x = torch.tanh(z / m.three) * m.three
         x = torch.relu(m.conv_in(x))
         clk = Clock()
-        for blocks, grow, proj in zip(m.blocks, m.grows, m.projs, strict=True):
+        last = len(m.grows) - 1
+        for i, (blocks, grow, proj) in enumerate(zip(m.blocks, m.grows, m.projs, strict=True)):
             for b in blocks:
                 x = self.memory(tl, b, x, clk)
-            x = grow(x)
             clk = clk.up(grow.stride)
-            x = proj(x)
+            if i == last and m.options.stream_tail_frames:
+                return tl.emit(self._grouped_tail(x), clk, tl.trim * self.trim_frames)
+            x = proj(grow(x))
+        return tl.emit(self._out(x), clk, tl.trim * self.trim_frames)
+
+    def _out(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.mobile
         x = m.conv_out(torch.relu(x))
         x = spatial_shuffle(x, m.cfg.patch_size, m.options.shuffle)
-        return tl.emit(torch.clamp(x, 0.0, RELU6) / m.six, clk, tl.trim * self.trim_frames)
+        return torch.clamp(x, 0.0, RELU6) / m.six
+
+    def _grouped_tail(self, x: torch.Tensor) -> torch.Tensor:
+        """The last TGrow, its projection and the output conv, ``stream_tail_frames`` output frames at a time.
+
+        Nothing after the last memory block mixes frames, so each output frame is the last TGrow's rows for it
+        (its frame-major slice of the 1x1 conv, :meth:`MobileGrow.frame`) through the full-resolution convs: the
+        same numbers as the whole tail, with its activations cut to that many frames. In the ONNX preset
+        (``stream_band_order``) each group's input takes a zero-weighted edge from the previous group's frames, so
+        ONNX Runtime finishes one group before it starts the next.
+        """
+        m = self.mobile
+        grow, proj = m.grows[-1], m.projs[-1]
+        n = x.shape[0] * grow.stride
+        g = m.options.stream_tail_frames
+        outs, edge = [], None
+        for a in range(0, n, g):
+            rows = []
+            for f in range(a, min(n, a + g)):
+                xin = x[f // grow.stride:f // grow.stride + 1]
+                rows.append(grow.frame(xin if edge is None else xin + edge, f % grow.stride))
+            y = torch.cat(rows, dim=0) if len(rows) > 1 else rows[0]
+            outs.append(self._out(proj(y)))
+            if m.options.stream_band_order:
+                edge = outs[-1][:1, :1, :1, :1] * 0.0
+        return torch.cat(outs, dim=0) if len(outs) > 1 else outs[0]
 
 
 # ---------------------------------------------------------------------------------------------- architecture
@@ -584,6 +626,7 @@ class TAEHVArchitecture(Architecture):
     """TAEHV decoders: taehv (Hunyuan), taew2_1 (Wan 2.1), taecvx (CogVideoX), taeltx_2 (LTX-2)."""
 
     name = "taehv"
+    stream_tail_frames = True  # the full-resolution tail frame by frame (TAEHVStep._grouped_tail)
     description = "madebyollin's Tiny AutoEncoder for Hunyuan Video (and Wan 2.1, CogVideoX, LTX-2)"
 
     def config_from_dict(self, d: dict) -> TAEHVConfig:
@@ -645,9 +688,17 @@ class TAEHVArchitecture(Architecture):
 
     def stream_step(self, module: nn.Module, options: Any, latent_frames: int, h: int, w: int):
         cfg = module.cfg
+        notes = ["memory blocks: each carries its previous input frame (zeros before the first)"]
+        g = getattr(options, "stream_tail_frames", 0)
+        if g:
+            frames = latent_frames * cfg.t_upscale
+            if g >= frames:
+                raise UserError(f"--tail-frames {g} is not fewer than the {frames} frames a chunk of {latent_frames} "
+                                "latent frame(s) decodes to: pass a smaller --tail-frames (or none)")
+            notes.append(f"full-resolution tail (the last TGrow, its projection and the output conv) {g} frame(s) "
+                         "at a time; nothing there mixes frames, so nothing is carried or recomputed")
         return clocked_stream_step(TAEHVStep(self.lower(module, options)),
-                                   (latent_frames, cfg.latent_channels, h, w),
-                                   ["memory blocks: each carries its previous input frame (zeros before the first)"])
+                                   (latent_frames, cfg.latent_channels, h, w), notes)
 
     # ---- import
     def _config(self, weights: Path, config: Path | None, variant: str | None) -> tuple[TAEHVConfig, str]:
