@@ -123,7 +123,7 @@ def main() -> None:
     ratio = stream["fps"] / fixed["fps"]
     t = Table(title=f"streamed vs fixed chunk, {args.res}, fixed K={args.latent_frames}, streamed chunks of {chunk}, "
                     f"ORT fp32, {args.threads} thread(s)")
-    for c in ("artifact", "frames/call", "median s/call", "FPS", "peak RSS MB"):
+    for c in ("artifact", "frames/call", "median s/call", "FPS", "peak RSS MiB"):
         t.add_column(c, justify="right")
     for r in rows:
         t.add_row(r["kind"], str(r["frames_per_call"]), f"{r['median_s']:.2f}", f"{r['fps']:.3f}",
@@ -140,8 +140,8 @@ def main() -> None:
         banded = rows[2]
         doc.update(banded=banded, banded_fps_ratio=banded["fps"] / fixed["fps"])
         console.print(f"split ({rows[2]['kind']}) streamed FPS / fixed-chunk FPS = "
-                      f"[bold]{doc['banded_fps_ratio']:.3f}[/]; peak RSS {banded['peak_rss_mb']:.0f} MB "
-                      "(target <= 2048 MB at 720p)")
+                      f"[bold]{doc['banded_fps_ratio']:.3f}[/]; peak RSS {banded['peak_rss_mb']:.0f} MiB "
+                      "(target <= 2 GB at 720p: 1907 MiB)")
     Path(args.json).write_text(json.dumps(doc, indent=1))
     console.print(f"wrote {args.json}")
 

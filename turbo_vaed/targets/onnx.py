@@ -194,10 +194,11 @@ class OrtRunner(Runner):
         low = self.manifest.get("lowering") or {}
         if low.get("stream_bands", 1) > 1 or low.get("stream_tail_frames", 0):
             # a banded (or frame-grouped) step is memory before speed: the NCHWc layout (x86 only) goes off too, its
-            # reordered copies of every conv input and output (the plain step: 4.14 GB without it, 10% slower).
-            # 720p, chunks of 1 (session 8, partial-sum states): 8 bands 5.3 s/call at 2048-2052 MiB without it,
-            # 4.5 s at 2110 MiB with it (README "Streaming"). Earlier: 16 bands 12.0-12.3 s at 1.77 GB; one frame at
-            # a time 7.72 s at 2.77 GB without NCHWc, 7.93 s at 3.06 GB with it.
+            # reordered copies of every conv input and output. 720p, chunks of 1, a process without torch (session
+            # 9): the student's 8 bands 7.2-7.35 s/call at 1817 MiB without it, 6.97 s at 1877 MiB with it; the
+            # full-size TAEHV one frame at a time 13.2 s at 2094 MiB without, 9.7 s at 2396 MiB with it (README
+            # "Streaming"). Earlier: 16 bands 12.0-12.3 s at 1.77 GB; one frame at a time 7.72 s at 2.77 GB
+            # without NCHWc, 7.93 s at 3.06 GB with it.
             disabled = ["NchwcTransformer"]
         self.session = ort.InferenceSession(str(self.artifact), so, providers=["CPUExecutionProvider"],
                                             disabled_optimizers=disabled)
