@@ -34,40 +34,33 @@ def measure(kind: str, artifact: str, clip: int, iters: int, threads: int) -> di
     """Run in a fresh process: latency per call, frames per call, peak RSS (VmHWM). Imports no torch: an ONNX Runtime
     decode in an app carries none, so the peak is the runtime's, its model's and the interpreter's."""
     from turbo_vaed.bench.measure import PeakRSS
-    from turbo_vaed.streaming import run_stream
+    from turbo_vaed.bench.stream import StreamJob, measure_stream
     from turbo_vaed.targets import load_runner
 
-    with PeakRSS(fresh_process=True) as mem:
-        runner = load_runner(Path(artifact), threads)
-        shape = runner.manifest["inputs"][0]["shape"]
-        g = np.random.default_rng(0)
-        times: list[float] = []
-        frames = 0
-        if kind == "fixed":
-            x = g.standard_normal(shape, dtype=np.float32)
+    g = np.random.default_rng(0)
+    if kind == "fixed":
+        with PeakRSS(fresh_process=True) as mem:
+            runner = load_runner(Path(artifact), threads)
+            x = g.standard_normal(runner.manifest["inputs"][0]["shape"], dtype=np.float32)
             runner.run(x)  # warm-up
+            times: list[float] = []
             for _ in range(iters):
                 t = time.perf_counter()
                 out = runner.run(x)
                 times.append(time.perf_counter() - t)
-            per_call = out.shape[0]
-            frames = per_call * iters
-        else:
-            x = g.standard_normal((clip, *shape[1:]), dtype=np.float32)
+        per_call, frames, peak = out.shape[0], out.shape[0] * iters, mem.peak
+    else:  # the bench's own streamed measurement (turbovaed bench --stream), in this fresh process
+        from turbo_vaed.exporters.manifest import read_manifest
 
-            def timed(feeds):
-                t = time.perf_counter()
-                out = runner.run_all(feeds)
-                times.append(time.perf_counter() - t)
-                return out
-
-            for out in run_stream(timed, runner.manifest["stream"], x, True):
-                frames += out.shape[0]
-            per_call = runner.manifest["stream"]["frames_per_chunk"]
-            times = times[1:]  # steady state: every call after the first
+        m = read_manifest(Path(artifact))
+        x = g.standard_normal((clip, *m["inputs"][0]["shape"][1:]), dtype=np.float32)
+        raw = measure_stream(StreamJob(kind, artifact, threads, x, True), fresh_process=True)
+        times = [t / 1e3 for t in raw["times_ms"][1:]]  # steady state: every call after the first
+        per_call = m["stream"]["frames_per_chunk"]
+        frames, peak = raw["frames"], raw["peak_rss"]
     med = float(np.median(times))
     return {"kind": kind, "frames_per_call": per_call, "median_s": med, "fps": per_call / med,
-            "calls": len(times), "frames": frames, "peak_rss_mb": mem.peak / 2**20}
+            "calls": len(times), "frames": frames, "peak_rss_mb": peak / 2**20}
 
 
 def main() -> None:

@@ -264,7 +264,7 @@ def bench_host(opts: BenchOptions) -> dict:
         raise UserError(f"--threads must be >= 1, got {threads}")
     if opts.warmup < 0 or opts.iters < 1:
         raise UserError("--iters must be >= 1 and --warmup >= 0")
-    isolate = bool(opts.extra.get("isolate", True))
+    isolate = opts.isolate
     t_warm = int(opts.extra.get("teacher_warmup", opts.warmup))
     t_iters = int(opts.extra.get("teacher_iters", opts.iters))
     planned: list[Planned] = []

@@ -140,7 +140,7 @@ def bench_mac(opts: BenchOptions) -> dict:  # prediction paths: macOS only
         planned.append(host.plan_teacher(src, folder, note, family, inputs, threads,
                                          int(opts.extra.get("teacher_warmup", opts.warmup)),
                                          int(opts.extra.get("teacher_iters", opts.iters))))
-    raws = run_planned(planned, console, isolate=bool(opts.extra.get("isolate", True)))
+    raws = run_planned(planned, console, isolate=opts.isolate)
     device = mac_device()
     results = []
     for p, raw in zip(planned, raws, strict=True):

@@ -42,6 +42,11 @@ class BenchOptions:
     latents: Path | None = None
     extra: dict = field(default_factory=dict)
 
+    @property
+    def isolate(self) -> bool:
+        """Measure each job in a fresh process (``extra["isolate"]``, default on)."""
+        return bool(self.extra.get("isolate", True))
+
 
 DEFAULT_CLIP_LATENT_FRAMES = 21  # latent frames of a streamed clip: a 5-second Wan clip, 81 frames
 

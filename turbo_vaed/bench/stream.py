@@ -92,7 +92,6 @@ def bench_stream(opts: BenchOptions) -> dict:
     console = console_for(opts)
     clip = int(opts.extra.get("stream_frames", DEFAULT_CLIP_LATENT_FRAMES))
     threads = opts.threads or torch.get_num_threads()
-    isolate = bool(opts.extra.get("isolate", True))
     if opts.artifact is not None:
         jobs, arch, cfg, family, r, chunk, notes = _given_artifact(Path(opts.artifact))
     else:
@@ -126,7 +125,7 @@ def bench_stream(opts: BenchOptions) -> dict:
             task = bar.add_task(f"{art.name}: streaming", total=clip)
             raw = run_job(StreamJob(f"{arch.name}/{rt}-stream", str(art), threads, x, trims),
                           lambda d, n, _t=task, _a=art.name: bar.update(_t, description=f"{_a}: {d}", advance=n),
-                          isolate=isolate, fn=measure_stream)
+                          isolate=opts.isolate, fn=measure_stream)
         times, frames, wall = raw["times_ms"], raw["frames"], raw["wall_s"]
         m = read_manifest(art)
         steady = times[1:] or times

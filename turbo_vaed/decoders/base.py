@@ -34,6 +34,14 @@ class Imported:
     notes: tuple[str, ...] = ()  # one line each, e.g. "variant taew2_1 (from the file name)"
 
 
+def check_tail_frames(tail_frames: int, latent_frames: int, frames: int) -> None:
+    """A one-line :class:`UserError` unless ``--tail-frames`` splits a chunk of ``latent_frames`` latent frames
+    (``frames`` frames out) into groups: 0 (no split) or fewer than ``frames``."""
+    if tail_frames >= frames:
+        raise UserError(f"--tail-frames {tail_frames} is not fewer than the {frames} frames a chunk of "
+                        f"{latent_frames} latent frame(s) makes: use at most {frames - 1}, or drop it")
+
+
 @dataclass
 class StreamStep:
     """A lowered streaming step: ``module(latents [k, C, h, w], first, trim, *states) -> (frames, *states)``.

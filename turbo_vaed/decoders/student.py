@@ -156,12 +156,10 @@ class StudentArchitecture(Architecture):
         return isinstance(module, TurboVAEDDecoder)
 
     def stream_step(self, module: nn.Module, options: LoweringOptions, latent_frames: int, h: int, w: int):
-        from turbo_vaed.decoders.base import StreamStep
+        from turbo_vaed.decoders.base import StreamStep, check_tail_frames
 
         frames = latent_frames * module.cfg.fam.temporal_factor
-        if options.stream_tail_frames >= frames:
-            raise UserError(f"--tail-frames {options.stream_tail_frames} is not fewer than the {frames} frames a "
-                            f"chunk of {latent_frames} latent frame(s) makes: use at most {frames - 1}, or drop it")
+        check_tail_frames(options.stream_tail_frames, latent_frames, frames)
         mobile = MobileDecoder(module, options).float().eval()
         step = StudentStep(mobile, latent_frames, options.stream_bands, options.stream_band_stages,
                            options.stream_tail_frames).eval()

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from turbo_vaed.decoders.base import Architecture, Imported, read_weights_file
+from turbo_vaed.decoders.base import Architecture, Imported, check_tail_frames, read_weights_file
 from turbo_vaed.decoders.timeline import Clock, ClockedStep, Timeline, clocked_stream_step
 from turbo_vaed.errors import UserError
 from turbo_vaed.lowering import LoweringOptions, spatial_shuffle
@@ -479,7 +479,7 @@ class MobileGrow(nn.Module):
     """Nearest x2 upsample + TGrow as one low-resolution 1x1 conv (rows repeated 4x when upsampling),
     a free reshape to frames, an optional frame trim, then depth_to_space (= nearest upsampling)."""
 
-    def __init__(self, up: nn.Upsample, grow: TimeGrow, shuffle: str) -> None:
+    def __init__(self, up: nn.Upsample, grow: TimeGrow, shuffle: str, per_frame: bool = False) -> None:
         super().__init__()
         self.stride, self.shuffle = grow.stride, shuffle
         self.r = int(up.scale_factor or 1)
@@ -488,12 +488,12 @@ class MobileGrow(nn.Module):
         w = grow.conv.weight.detach()  # [s*C, C, 1, 1], rows frame-major (j*C + c)
         # pixel_shuffle reads input channel c*r*r + k as sub-pixel k of channel c: repeat every row r*r times
         self.conv = _copy_conv(grow.conv, w.repeat_interleave(self.r * self.r, dim=0))
-        if grow.conv.bias is not None:
-            raise NotImplementedError("TGrow convs have no bias in TAEHV")
-        # the same rows, one conv per output frame (frame-major): a step that runs its tail frame by frame
-        c = self.conv.weight.shape[0] // self.stride
-        self.frames = nn.ModuleList(_copy_conv(self.conv, self.conv.weight.detach()[j * c:(j + 1) * c])
-                                    for j in range(self.stride))
+        if per_frame:  # the same rows, one conv per output frame (frame-major), for a step run frame by frame
+            if grow.conv.bias is not None:
+                raise NotImplementedError("TGrow convs have no bias in TAEHV")
+            c = self.conv.weight.shape[0] // self.stride
+            self.frames = nn.ModuleList(_copy_conv(self.conv, self.conv.weight.detach()[j * c:(j + 1) * c])
+                                        for j in range(self.stride))
 
     def frame(self, x: torch.Tensor, j: int) -> torch.Tensor:
         """Output frame ``j`` (of ``stride``) of one input frame ``x`` [1, C, h, w]: the conv's rows for that frame,
@@ -524,8 +524,10 @@ class MobileTAEHV(nn.Module):
         self.register_buffer("three", torch.full((1, 1, 1, 1), 3.0))
         self.conv_in = _copy_conv(d[CONV_IN])
         self.blocks = nn.ModuleList(nn.Sequential(*(MobileMemoryBlock(d[i]) for i in idx)) for idx in MEMBLOCKS)
-        self.grows = nn.ModuleList(MobileGrow(d[u], d[g], opts.shuffle) for u, g in zip(UPSAMPLES, TGROWS,
-                                                                                          strict=True))
+        # the last one also per output frame where the streaming step runs its tail frame by frame
+        self.grows = nn.ModuleList(MobileGrow(d[u], d[g], opts.shuffle, per_frame=bool(opts.stream_tail_frames)
+                                              and i == len(UPSAMPLES) - 1)
+                                   for i, (u, g) in enumerate(zip(UPSAMPLES, TGROWS, strict=True)))
         self.projs = nn.ModuleList(_copy_conv(d[i]) for i in PROJS)
         # clamp(y, 0, 1) = clamp(6y, 0, 6) / 6: the output conv is scaled by 6 at lowering time, so the graph
         # ends in a ReLU6 clip (NNAPI takes only relu1/relu6 clips) and a division that maps 6 to exactly 1
@@ -691,10 +693,7 @@ class TAEHVArchitecture(Architecture):
         notes = ["memory blocks: each carries its previous input frame (zeros before the first)"]
         g = getattr(options, "stream_tail_frames", 0)
         if g:
-            frames = latent_frames * cfg.t_upscale
-            if g >= frames:
-                raise UserError(f"--tail-frames {g} is not fewer than the {frames} frames a chunk of {latent_frames} "
-                                "latent frame(s) decodes to: pass a smaller --tail-frames (or none)")
+            check_tail_frames(g, latent_frames, latent_frames * cfg.t_upscale)
             notes.append(f"full-resolution tail (the last TGrow, its projection and the output conv) {g} frame(s) "
                          "at a time; nothing there mixes frames, so nothing is carried or recomputed")
         return clocked_stream_step(TAEHVStep(self.lower(module, options)),
